@@ -1,0 +1,423 @@
+"""Configuration: the dataclasses of ``cmdorc.toml`` and loading them from TOML.
+
+A plain ``cmdorc.toml`` loads unchanged. Validation reports every problem it finds with the
+*key path* of the offending key or value (``("command", 2, "max_concurrent")``); the caller
+turns paths into file positions with :mod:`sidecar.core.tomlspans`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from .errors import ConfigValidationError
+from .problems import WHOLE_FIRST_LINE, Problem, Severity
+
+logger = logging.getLogger("sidecar.config")
+
+KeyPath = tuple[str | int, ...]
+
+COMMAND_KEYS: dict[str, str] = {
+    "name": "string",
+    "command": "string",
+    "triggers": "list of strings",
+    "cancel_on_triggers": "list of strings",
+    "max_concurrent": "integer",
+    "timeout_secs": "integer",
+    "on_retrigger": "string",
+    "keep_in_memory": "integer",
+    "vars": "table of strings",
+    "cwd": "string",
+    "env": "table of strings",
+    "debounce_in_ms": "integer",
+    "debounce_mode": "string",
+    "loop_detection": "boolean",
+    "keep_history": "integer",
+    "output_extension": "string",
+}
+OUTPUT_STORAGE_KEYS: dict[str, str] = {
+    "directory": "string",
+    "keep_history": "integer",
+    "output_extension": "string",
+}
+TOP_LEVEL_KEYS: dict[str, str] = {
+    "variables": "table of strings",
+    "command": "array of tables",
+    "output_storage": "table",
+    "on_save": "table",
+}
+ON_RETRIGGER = ("cancel_and_restart", "ignore")
+DEBOUNCE_MODES = ("start", "completion")
+CONFIG_FILE_NAMES = ("sidecar.toml", "cmdorc.toml")
+
+
+@dataclass
+class OutputStorageConfig:
+    """``[output_storage]``: where run outputs and metadata are written and how many are kept."""
+
+    directory: str = ".cmdorc/outputs"
+    keep_history: int = 0
+    output_extension: str = ".txt"
+
+    def __post_init__(self) -> None:
+        _check_keep_history(self.keep_history, "output_storage")
+        _check_extension(self.output_extension, "output_storage")
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.keep_history != 0
+
+
+@dataclass
+class CommandConfig:
+    """One ``[[command]]``. Field names and defaults follow cmdorc."""
+
+    name: str
+    command: str
+    triggers: list[str] = field(default_factory=list)
+    cancel_on_triggers: list[str] = field(default_factory=list)
+    max_concurrent: int = 1
+    timeout_secs: int | None = None
+    on_retrigger: Literal["cancel_and_restart", "ignore"] = "cancel_and_restart"
+    keep_in_memory: int = 3
+    vars: dict[str, str] = field(default_factory=dict)
+    cwd: str | Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    debounce_in_ms: int = 0
+    debounce_mode: Literal["start", "completion"] = "start"
+    loop_detection: bool = True
+    keep_history: int | None = None
+    output_extension: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ConfigValidationError("Command name cannot be empty")
+        if not self.command or not self.command.strip():
+            raise ConfigValidationError(f"Command for '{self.name}' cannot be empty")
+        if self.max_concurrent < 0:
+            raise ConfigValidationError("max_concurrent cannot be negative")
+        if self.timeout_secs is not None and self.timeout_secs <= 0:
+            raise ConfigValidationError("timeout_secs must be positive")
+        if self.on_retrigger not in ON_RETRIGGER:
+            raise ConfigValidationError("on_retrigger must be 'cancel_and_restart' or 'ignore'")
+        if self.debounce_mode not in DEBOUNCE_MODES:
+            raise ConfigValidationError("debounce_mode must be 'start' or 'completion'")
+        if self.debounce_in_ms < 0:
+            raise ConfigValidationError("debounce_in_ms cannot be negative")
+        if self.keep_in_memory < -1:
+            raise ConfigValidationError("keep_in_memory must be -1 (unlimited) or >= 0")
+        if self.keep_history is not None:
+            _check_keep_history(self.keep_history, self.name)
+        if self.output_extension is not None:
+            _check_extension(self.output_extension, self.name)
+
+
+@dataclass
+class RunnerConfig:
+    """Everything an orchestrator needs: commands, global variables, output storage.
+
+    ``on_save`` maps file globs (relative to ``base_dir``) to the triggers a save fires;
+    ``base_dir`` is the directory of the first config file (the default ``cwd`` of commands).
+    ``sources`` remembers which file each command came from.
+    """
+
+    commands: list[CommandConfig]
+    vars: dict[str, str] = field(default_factory=dict)
+    output_storage: OutputStorageConfig = field(default_factory=OutputStorageConfig)
+    on_save: dict[str, list[str]] = field(default_factory=dict)
+    base_dir: Path | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _check_keep_history(value: int, where: str) -> None:
+    if value < -1:
+        raise ConfigValidationError(f"keep_history must be -1, 0 or positive ({where})")
+
+
+def _check_extension(value: str, where: str) -> None:
+    if not value.startswith(".") or "/" in value or "\\" in value:
+        raise ConfigValidationError(
+            f"output_extension must start with '.' and contain no path separator ({where})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation of parsed TOML data, collecting problems with key paths
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathProblem:
+    """A problem located by key path; ``part`` is ``"key"`` or ``"value"``."""
+
+    path: KeyPath
+    part: Literal["key", "value"]
+    severity: Severity
+    code: str
+    message: str
+
+
+@dataclass
+class ParsedFile:
+    """One config file after validation: what it declares, and its problems."""
+
+    name: str
+    variables: dict[str, str]
+    commands: list[CommandConfig]
+    command_indexes: list[int]  # index in the file's [[command]] array of each command
+    output_storage: dict[str, Any]
+    on_save: dict[str, list[str]]
+    problems: list[PathProblem]
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "list of strings":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == "table of strings":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == "table":
+        return isinstance(value, dict)
+    if kind == "array of tables":
+        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
+    raise AssertionError(kind)
+
+
+def _wrong_type(path: KeyPath, kind: str, value: Any) -> PathProblem:
+    return PathProblem(
+        path, "value", Severity.ERROR, "wrong-type",
+        f"'{path[-1]}' must be a {kind}, not {type(value).__name__}",
+    )
+
+
+def _unknown_key(path: KeyPath, known: Iterable[str], where: str) -> PathProblem:
+    import difflib
+
+    key = str(path[-1])
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return PathProblem(path, "key", Severity.ERROR, "unknown-key",
+                       f"unknown key '{key}' in {where}{hint}")
+
+
+def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> ParsedFile:
+    """Validate one parsed TOML document; never raises for bad content."""
+    problems: list[PathProblem] = []
+    for key, value in data.items():
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(_unknown_key((key,), TOP_LEVEL_KEYS, "the top level"))
+        elif not _type_ok(value, TOP_LEVEL_KEYS[key]):
+            problems.append(_wrong_type((key,), TOP_LEVEL_KEYS[key], value))
+
+    variables: dict[str, str] = {}
+    raw_vars = data.get("variables", {})
+    if isinstance(raw_vars, dict):
+        for k, v in raw_vars.items():
+            if isinstance(v, str):
+                variables[k] = v
+            elif isinstance(v, (int, float, bool)) and not isinstance(v, bool):
+                variables[k] = str(v)
+            else:
+                problems.append(_wrong_type(("variables", k), "string", v))
+
+    storage: dict[str, Any] = {}
+    raw_storage = data.get("output_storage", {})
+    if isinstance(raw_storage, dict):
+        for k, v in raw_storage.items():
+            path: KeyPath = ("output_storage", k)
+            if k not in OUTPUT_STORAGE_KEYS:
+                problems.append(_unknown_key(path, OUTPUT_STORAGE_KEYS, "[output_storage]"))
+            elif not _type_ok(v, OUTPUT_STORAGE_KEYS[k]):
+                problems.append(_wrong_type(path, OUTPUT_STORAGE_KEYS[k], v))
+            else:
+                storage[k] = v
+        problems.extend(_value_problems(storage, ("output_storage",)))
+
+    on_save: dict[str, list[str]] = {}
+    raw_on_save = data.get("on_save", {})
+    if isinstance(raw_on_save, dict):
+        for glob, triggers in raw_on_save.items():
+            if isinstance(triggers, str):
+                on_save[glob] = [triggers]
+            elif _type_ok(triggers, "list of strings"):
+                on_save[glob] = list(triggers)
+            else:
+                problems.append(_wrong_type(("on_save", glob), "string or list of strings",
+                                            triggers))
+
+    commands: list[CommandConfig] = []
+    indexes: list[int] = []
+    raw_commands = data.get("command", [])
+    if isinstance(raw_commands, list):
+        for i, table in enumerate(raw_commands):
+            if not isinstance(table, dict):
+                continue
+            cmd, cmd_problems = _validate_command(table, i, base_dir)
+            problems.extend(cmd_problems)
+            if cmd is not None:
+                commands.append(cmd)
+                indexes.append(i)
+    return ParsedFile(name, variables, commands, indexes, storage, on_save, problems)
+
+
+def _value_problems(values: Mapping[str, Any], prefix: KeyPath) -> list[PathProblem]:
+    """Range/enum checks shared by [output_storage] and [[command]]."""
+    out: list[PathProblem] = []
+
+    def bad(key: str, message: str) -> None:
+        out.append(PathProblem((*prefix, key), "value", Severity.ERROR, "invalid-value", message))
+
+    if "keep_history" in values and values["keep_history"] < -1:
+        bad("keep_history", "keep_history must be -1 (unlimited), 0 (off) or a positive count")
+    ext = values.get("output_extension")
+    if ext is not None and (not ext.startswith(".") or "/" in ext or "\\" in ext):
+        bad("output_extension", "output_extension must start with '.' and have no '/'")
+    if "max_concurrent" in values and values["max_concurrent"] < 0:
+        bad("max_concurrent", "max_concurrent cannot be negative (0 means unlimited)")
+    if "timeout_secs" in values and values["timeout_secs"] <= 0:
+        bad("timeout_secs", "timeout_secs must be positive")
+    if "debounce_in_ms" in values and values["debounce_in_ms"] < 0:
+        bad("debounce_in_ms", "debounce_in_ms cannot be negative")
+    if "keep_in_memory" in values and values["keep_in_memory"] < -1:
+        bad("keep_in_memory", "keep_in_memory must be -1 (unlimited) or >= 0")
+    if "on_retrigger" in values and values["on_retrigger"] not in ON_RETRIGGER:
+        bad("on_retrigger", "on_retrigger must be 'cancel_and_restart' or 'ignore'")
+    if "debounce_mode" in values and values["debounce_mode"] not in DEBOUNCE_MODES:
+        bad("debounce_mode", "debounce_mode must be 'start' or 'completion'")
+    for key in ("name", "command"):
+        if key in values and not values[key].strip():
+            bad(key, f"'{key}' cannot be empty")
+    return out
+
+
+def _validate_command(
+    table: Mapping[str, Any], index: int, base_dir: Path | None
+) -> tuple[CommandConfig | None, list[PathProblem]]:
+    problems: list[PathProblem] = []
+    good: dict[str, Any] = {}
+    for key, value in table.items():
+        path: KeyPath = ("command", index, key)
+        if key not in COMMAND_KEYS:
+            problems.append(_unknown_key(path, COMMAND_KEYS, "[[command]]"))
+        elif not _type_ok(value, COMMAND_KEYS[key]):
+            problems.append(_wrong_type(path, COMMAND_KEYS[key], value))
+        else:
+            good[key] = value
+    for required in ("name", "command"):
+        if required not in table:
+            problems.append(PathProblem(("command", index), "key", Severity.ERROR, "missing-key",
+                                        f"[[command]] is missing required key '{required}'"))
+    value_problems = _value_problems(good, ("command", index))
+    problems.extend(value_problems)
+    if any(p.severity == Severity.ERROR for p in problems):
+        return None, problems
+    if good.get("cwd") is not None and base_dir is not None:
+        cwd = Path(good["cwd"])
+        good["cwd"] = str(cwd if cwd.is_absolute() else base_dir / cwd)
+    elif base_dir is not None:
+        good["cwd"] = str(base_dir)
+    try:
+        return CommandConfig(**good), problems
+    except ConfigValidationError as exc:  # pragma: no cover - _value_problems mirrors these
+        problems.append(PathProblem(("command", index), "key", Severity.ERROR, "invalid-value",
+                                    str(exc)))
+        return None, problems
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+ConfigSource = str | os.PathLike[str] | IO[bytes] | IO[str]
+
+
+@dataclass
+class LoadedFile:
+    """The text of one config file and the result of parsing it (``data`` is None on a
+    syntax error, described by ``syntax_problem``)."""
+
+    name: str
+    text: str
+    base_dir: Path | None
+    data: dict[str, Any] | None
+    syntax_problem: Problem | None
+
+
+def read_source(source: ConfigSource) -> LoadedFile:
+    """Read and TOML-parse one source; syntax errors become a positioned problem."""
+    from .tomlspans import syntax_error_span
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name, base_dir = str(path), path.resolve().parent
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return LoadedFile(name, "", base_dir, None, Problem(
+                name, WHOLE_FIRST_LINE, Severity.ERROR, "file-error", f"cannot read: {exc}"))
+    else:
+        raw = source.read()
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        name = str(getattr(source, "name", "<config>"))
+        base_dir = None
+    return parse_text(text, name, base_dir, syntax_error_span)
+
+
+def parse_text(text: str, name: str, base_dir: Path | None, span_of: Any = None) -> LoadedFile:
+    if span_of is None:
+        from .tomlspans import syntax_error_span as span_of
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        return LoadedFile(name, text, base_dir, None, Problem(
+            name, span_of(text, msg), Severity.ERROR, "toml-syntax",
+            f"TOML syntax error: {msg}"))
+    return LoadedFile(name, text, base_dir, data, None)
+
+
+def load_configs(paths: Sequence[ConfigSource]) -> RunnerConfig:
+    """Load and merge several config files (cmdorc's merge rules).
+
+    Variables and output storage merge last-in-wins with a warning; a command name defined
+    twice is a :class:`ConfigValidationError`. Errors carry positions (``exc.problems``).
+    """
+    from .checks import check_files
+
+    files = [read_source(p) for p in paths]
+    if not files:
+        raise ConfigValidationError("No config files given")
+    report = check_files(files)
+    errors = [p for p in report.problems if p.severity == Severity.ERROR]
+    for p in report.problems:
+        if p.code == "variable-override":
+            logger.warning("%s", p.message)
+    if errors or report.config is None:
+        raise ConfigValidationError(
+            "Invalid configuration:\n" + "\n".join(p.format() for p in errors), errors
+        )
+    return report.config
+
+
+def load_config(path: ConfigSource) -> RunnerConfig:
+    """Load one config file."""
+    return load_configs([path])
+
+
+def find_config_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """``sidecar.toml`` or else ``cmdorc.toml`` in ``directory`` (empty list if neither)."""
+    for name in CONFIG_FILE_NAMES:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            return [candidate]
+    return []

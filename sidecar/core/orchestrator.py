@@ -1,0 +1,723 @@
+"""The orchestrator: triggers in, runs out, everything published on one event stream.
+
+API and semantics follow cmdorc (see README "Python API"); the additions are the event stream
+(:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
+(runtime variables, shell-quoted), :class:`TriggerResult` from :meth:`trigger`, and
+:meth:`read_output`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import inspect
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import CommandConfig, OutputStorageConfig, RunnerConfig
+from .errors import (
+    CommandNotFoundError,
+    ConcurrencyLimitError,
+    DebounceError,
+    OrchestratorShutdownError,
+    TriggerCycleError,
+    VariableResolutionError,
+)
+from .events import Event, EventBus, Listener, OutputEvent, RunEvent, Subscription, TriggerEvent
+from .output import OutputCapture
+from .process import DEFAULT_GRACE, Process
+from .runs import CommandStatus, ResolvedCommand, RunHandle, RunResult, RunState, TriggerResult
+from .store import OutputStore
+from .templates import Resolver, needs_shell
+from .triggers import LIFECYCLE_EVENTS, TriggerContext, TriggerIndex, matches, split_auto_event
+
+logger = logging.getLogger("sidecar")
+
+EventCallback = Callable[[RunHandle | None, Any], Awaitable[None] | None]
+MAX_CHAIN = 200
+_FINAL_EVENT = {
+    RunState.SUCCESS: "command_success",
+    RunState.FAILED: "command_failed",
+    RunState.CANCELLED: "command_cancelled",
+}
+
+
+class _Command:
+    """Runtime bookkeeping of one registered command."""
+
+    __slots__ = ("config", "active", "history", "latest", "last_start", "last_end")
+
+    def __init__(self, config: CommandConfig) -> None:
+        self.config = config
+        self.active: list[RunResult] = []
+        keep = config.keep_in_memory
+        self.history: deque[RunResult] = deque(maxlen=None if keep < 0 else keep)
+        self.latest: RunResult | None = None
+        self.last_start: float | None = None
+        self.last_end: float | None = None
+
+
+class _Run:
+    """A live run: its record, process and the context its auto-events extend."""
+
+    __slots__ = ("result", "context", "process", "task", "cancel_comment", "timed_out", "seq")
+
+    def __init__(self, result: RunResult, context: TriggerContext) -> None:
+        self.result = result
+        self.context = context
+        self.process: Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.cancel_comment: str | None = None
+        self.timed_out = False
+        self.seq = 0
+
+
+class CommandOrchestrator:
+    """Runs configured commands in response to string triggers.
+
+    ``config`` is a :class:`RunnerConfig` (from :func:`load_config`) or a list of
+    :class:`CommandConfig`. ``vars`` are extra global (config-authored) variables.
+    """
+
+    def __init__(
+        self,
+        config: RunnerConfig | Iterable[CommandConfig],
+        vars: Mapping[str, str] | None = None,
+        *,
+        grace_secs: float = DEFAULT_GRACE,
+    ) -> None:
+        if not isinstance(config, RunnerConfig):
+            config = RunnerConfig(commands=list(config))
+        self.config = config
+        self._vars: dict[str, str] = {**config.vars, **(vars or {})}
+        self._store = OutputStore(config.output_storage)
+        self._grace = grace_secs
+        self._commands: dict[str, _Command] = {}
+        self._runs: dict[str, _Run] = {}
+        self._by_id: dict[str, RunResult] = {}
+        self._bus = EventBus()
+        self._exact_callbacks: dict[str, list[EventCallback]] = {}
+        self._wild_callbacks: list[tuple[str, EventCallback]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resolved_cache: dict[tuple[int, tuple[tuple[str, str], ...]],
+                                   tuple[CommandConfig, ResolvedCommand]] = {}
+        self._started = False
+        self._shutting_down = False
+        self._is_shutdown = False
+        for cmd in config.commands:
+            self._register(cmd)
+        self._reindex()
+
+    # ------------------------------------------------------------------ registry
+    def _register(self, cmd: CommandConfig) -> None:
+        if cmd.name in self._commands:
+            from .errors import ConfigValidationError
+
+            raise ConfigValidationError(f"Duplicate command name '{cmd.name}'")
+        entry = _Command(cmd)
+        self._commands[cmd.name] = entry
+        if self._store.enabled(cmd) and cmd.keep_in_memory != 0:
+            for result in self._store.load_history(cmd, cmd.keep_in_memory):
+                entry.history.append(result)
+                entry.latest = result
+                self._by_id[result.run_id] = result
+
+    def _reindex(self) -> None:
+        self._resolved_cache.clear()
+        self._trigger_index = TriggerIndex({n: c.config.triggers for n, c in self._commands.items()})
+        self._cancel_index = TriggerIndex(
+            {n: c.config.cancel_on_triggers for n, c in self._commands.items()})
+
+    def _entry(self, name: str) -> _Command:
+        try:
+            return self._commands[name]
+        except KeyError:
+            raise CommandNotFoundError(f"Command '{name}' not registered") from None
+
+    def add_command(self, config: CommandConfig) -> None:
+        self._register(config)
+        self._reindex()
+
+    def remove_command(self, name: str) -> None:
+        self._entry(name)
+        del self._commands[name]
+        self._reindex()
+
+    def update_command(self, config: CommandConfig) -> None:
+        """Replace a command's configuration; its history and live runs are kept."""
+        entry = self._entry(config.name)
+        entry.config = config
+        keep = config.keep_in_memory
+        entry.history = deque(entry.history, maxlen=None if keep < 0 else keep)
+        self._reindex()
+
+    def reload_all_commands(self, configs: list[CommandConfig]) -> None:
+        """Replace the whole command set. Runs in flight continue; history of commands that
+        still exist is kept."""
+        old = self._commands
+        self._commands = {}
+        for cmd in configs:
+            if cmd.name in self._commands:
+                from .errors import ConfigValidationError
+
+                self._commands = old
+                raise ConfigValidationError(f"Duplicate command name '{cmd.name}'")
+            entry = old.get(cmd.name)
+            if entry is not None:
+                entry.config = cmd
+                keep = cmd.keep_in_memory
+                entry.history = deque(entry.history, maxlen=None if keep < 0 else keep)
+                self._commands[cmd.name] = entry
+            else:
+                self._commands[cmd.name] = _Command(cmd)
+        self._reindex()
+
+    def reload_config(self, config: RunnerConfig) -> None:
+        """Apply a whole new :class:`RunnerConfig` (commands, variables, output storage)."""
+        self.reload_all_commands(config.commands)
+        extra = {k: v for k, v in self._vars.items() if k not in self.config.vars}
+        self.config = config
+        self._vars = {**config.vars, **extra}
+        self._store = OutputStore(config.output_storage)
+        self._resolved_cache.clear()
+
+    def list_commands(self) -> list[str]:
+        return list(self._commands)
+
+    def get_command(self, name: str) -> CommandConfig:
+        return self._entry(name).config
+
+    @property
+    def variables(self) -> dict[str, str]:
+        return dict(self._vars)
+
+    @property
+    def output_storage(self) -> OutputStorageConfig:
+        return self.config.output_storage
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> CommandOrchestrator:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def startup(self) -> None:
+        """Emit ``orchestrator_started`` (runs commands that listen to it)."""
+        if self._started:
+            return
+        self._started = True
+        await self._safe_trigger("orchestrator_started", TriggerContext(), kind="lifecycle")
+
+    async def shutdown(self, timeout: float = 30.0, cancel_running: bool = True) -> dict[str, Any]:
+        """Emit ``orchestrator_shutdown``, then cancel (or wait for) every run."""
+        if self._is_shutdown or self._shutting_down:
+            logger.warning("Shutdown already called")
+            return {"cancelled_count": 0, "completed_count": 0, "timeout_expired": False}
+        self._shutting_down = True
+        started: list[RunHandle] = []
+        try:
+            started = (await self._trigger("orchestrator_shutdown", TriggerContext(), None,
+                                           kind="lifecycle", handle=None)).started
+        except Exception:
+            logger.exception("Error while handling orchestrator_shutdown")
+        if started:
+            # Commands that listen to orchestrator_shutdown get to finish (within timeout).
+            await asyncio.wait([asyncio.ensure_future(h.wait()) for h in started],
+                               timeout=timeout)
+        self._is_shutdown = True
+        active = list(self._runs.values())
+        cancelled = 0
+        if cancel_running:
+            cancelled = await self.cancel_all("orchestrator shutdown")
+        tasks = [r.task for r in active if r.task is not None]
+        timeout_expired = False
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            if pending:
+                timeout_expired = True
+                for run in list(self._runs.values()):
+                    if run.process is not None:
+                        run.process.kill_now()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        return {"cancelled_count": cancelled, "completed_count": len(tasks) - cancelled,
+                "timeout_expired": timeout_expired}
+
+    async def cleanup(self) -> None:
+        await self.shutdown()
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._is_shutdown
+
+    # ------------------------------------------------------------------ events
+    def on_event(self, event_pattern: str, callback: EventCallback) -> None:
+        """Call ``callback(handle, context)`` when an event matching the pattern fires
+        (``*`` wildcards allowed). ``handle`` is the emitting run for auto-events, else None."""
+        if not event_pattern:
+            raise ValueError("Pattern cannot be empty")
+        if "*" in event_pattern:
+            self._wild_callbacks.append((event_pattern, callback))
+        else:
+            self._exact_callbacks.setdefault(event_pattern, []).append(callback)
+
+    def off_event(self, event_pattern: str, callback: EventCallback) -> bool:
+        if "*" in event_pattern:
+            item = (event_pattern, callback)
+            if item in self._wild_callbacks:
+                self._wild_callbacks.remove(item)
+                return True
+            return False
+        callbacks = self._exact_callbacks.get(event_pattern, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+            return True
+        return False
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Receive every :data:`Event` synchronously; returns a remover."""
+        return self._bus.add_listener(listener)
+
+    def subscribe(self, max_pending_output: int = 8 << 20) -> Subscription:
+        """An async iterator over every event (see :mod:`sidecar.core.events`)."""
+        return self._bus.subscribe(max_pending_output)
+
+    # ------------------------------------------------------------------ triggering
+    async def trigger(
+        self,
+        event_name: str,
+        context: TriggerContext | None = None,
+        vars: Mapping[str, str] | None = None,
+    ) -> TriggerResult:
+        """Fire an event: cancel commands listening in ``cancel_on_triggers``, start commands
+        listening in ``triggers``, call ``on_event`` callbacks.
+
+        ``vars`` are runtime variables for the runs this starts (and their chains); they are
+        shell-quoted where substituted. Raises :class:`TriggerCycleError` if the event is
+        already in ``context``'s chain.
+        """
+        return await self._trigger(event_name, context, vars, kind="trigger", handle=None)
+
+    async def _trigger(
+        self,
+        event_name: str,
+        context: TriggerContext | None,
+        vars: Mapping[str, str] | None,
+        *,
+        kind: str,
+        handle: RunHandle | None,
+    ) -> TriggerResult:
+        if self._is_shutdown:
+            raise OrchestratorShutdownError("Orchestrator is shutting down")
+        if context is None:
+            context = TriggerContext()
+        if vars:
+            context.vars = {**context.vars, **vars}
+        if event_name in context.seen:
+            logger.warning("Trigger cycle detected: %s (chain: %s)", event_name,
+                           " -> ".join(context.history))
+            raise TriggerCycleError(event_name, context.history)
+        context.seen.add(event_name)
+        context.history.append(event_name)
+        if len(context.history) > MAX_CHAIN:
+            del context.history[: len(context.history) - MAX_CHAIN]
+        outcome = TriggerResult(event_name)
+        self._bus.publish(TriggerEvent(
+            event_name, kind, tuple(context.history), dt.datetime.now(),
+            run_id=handle.run_id if handle else None,
+            command=handle.command_name if handle else None))
+
+        for name in self._cancel_index.commands_for(event_name):
+            if await self.cancel_command(name, f"cancel_on_trigger:{event_name}"):
+                outcome.cancelled.append(name)
+
+        for name in self._trigger_index.commands_for(event_name):
+            entry = self._commands.get(name)
+            if entry is None:
+                continue
+            try:
+                started = await self._start(entry, event_name, context)
+                outcome.started.append(started)
+            except DebounceError as exc:
+                outcome.skipped.append((name, "debounce", str(exc)))
+            except ConcurrencyLimitError as exc:
+                outcome.skipped.append((name, "concurrency_limit", str(exc)))
+            except VariableResolutionError as exc:
+                logger.warning("Command '%s' not started from '%s': %s", name, event_name, exc)
+                outcome.skipped.append((name, "variable_error", str(exc)))
+            except OrchestratorShutdownError as exc:
+                outcome.skipped.append((name, "shutting_down", str(exc)))
+        await self._dispatch_callbacks(event_name, handle, context)
+        return outcome
+
+    async def _safe_trigger(self, event: str, context: TriggerContext | None, *, kind: str,
+                            handle: RunHandle | None = None) -> None:
+        """Auto/lifecycle events: never raise to the caller."""
+        try:
+            await self._trigger(event, context, None, kind=kind, handle=handle)
+        except TriggerCycleError as exc:
+            logger.warning("Cycle prevented: %s", exc)
+        except OrchestratorShutdownError:
+            logger.debug("%s skipped: shutting down", event)
+        except Exception:
+            logger.exception("Error while handling event %s", event)
+
+    async def _dispatch_callbacks(self, event: str, handle: RunHandle | None,
+                                  context: TriggerContext) -> None:
+        callbacks = list(self._exact_callbacks.get(event, ()))
+        callbacks += [cb for pattern, cb in self._wild_callbacks if matches(pattern, event)]
+        for cb in callbacks:
+            try:
+                ret = cb(handle, context)
+                if inspect.isawaitable(ret):
+                    await ret
+            except Exception:
+                logger.exception("on_event callback for %s failed", event)
+
+    # ------------------------------------------------------------------ running
+    async def run_command(self, name: str, vars: Mapping[str, str] | None = None) -> RunHandle:
+        """Start a command now (manual run: empty trigger chain). ``vars`` are runtime
+        variables, shell-quoted where substituted.
+
+        Raises CommandNotFoundError, DebounceError, ConcurrencyLimitError,
+        VariableResolutionError, OrchestratorShutdownError.
+        """
+        if self._shutting_down:
+            raise OrchestratorShutdownError("Orchestrator is shutting down")
+        entry = self._entry(name)
+        return await self._start(entry, None, TriggerContext(vars=dict(vars or {})))
+
+    def preview_command(self, name: str, vars: Mapping[str, str] | None = None) -> ResolvedCommand:
+        """What :meth:`run_command` would execute, without running it."""
+        return self._resolve(self._entry(name).config, vars or {})
+
+    def _resolve(self, cmd: CommandConfig, runtime: Mapping[str, str]) -> ResolvedCommand:
+        """Templates → :class:`ResolvedCommand`; cached while config and variables are the
+        same (runs of an unchanged command resolve once)."""
+        key = (id(cmd), tuple(sorted(runtime.items())))
+        cached = self._resolved_cache.get(key)
+        if cached is not None and cached[0] is cmd:
+            return cached[1]
+        resolved = self._resolve_uncached(cmd, runtime)
+        if len(self._resolved_cache) > 256:
+            self._resolved_cache.clear()
+        self._resolved_cache[key] = (cmd, resolved)
+        return resolved
+
+    def _resolve_uncached(self, cmd: CommandConfig, runtime: Mapping[str, str]
+                          ) -> ResolvedCommand:
+        resolver = Resolver({**self._vars, **cmd.vars}, runtime)
+        command = resolver.render(cmd.command, shell=True)
+        cwd = resolver.render(str(cmd.cwd)) if cmd.cwd is not None else None
+        if cwd is None and self.config.base_dir is not None:
+            cwd = str(self.config.base_dir)
+        env = {**os.environ, **{k: resolver.render(v) for k, v in cmd.env.items()}}
+        argv = None if needs_shell(command) else _split(command)
+        used = {**self._vars, **cmd.vars, **runtime}
+        return ResolvedCommand(
+            command=command, cwd=cwd, env=env, timeout_secs=cmd.timeout_secs,
+            vars={k: resolver.value(k) for k in used if _resolvable(resolver, k)},
+            keep_history=self._store.keep_history(cmd), output_extension=self._store.extension(cmd),
+            argv=argv)
+
+    def _check_policy(self, entry: _Command) -> list[RunResult]:
+        """Debounce then concurrency; returns the runs to cancel (cancel_and_restart)."""
+        cfg = entry.config
+        if cfg.debounce_in_ms > 0:
+            ref = entry.last_start if cfg.debounce_mode == "start" else entry.last_end
+            if ref is not None:
+                elapsed = (time.monotonic() - ref) * 1000
+                if elapsed < cfg.debounce_in_ms:
+                    raise DebounceError(cfg.name, cfg.debounce_in_ms, elapsed)
+        active = len(entry.active)
+        if cfg.max_concurrent == 0 or active < cfg.max_concurrent:
+            return []
+        if cfg.on_retrigger == "ignore":
+            raise ConcurrencyLimitError(cfg.name, active, cfg.max_concurrent, cfg.on_retrigger)
+        return list(entry.active)
+
+    async def _start(self, entry: _Command, event: str | None,
+                     context: TriggerContext) -> RunHandle:
+        if self._is_shutdown:
+            raise OrchestratorShutdownError("Orchestrator is shutting down")
+        cfg = entry.config
+        to_cancel = self._check_policy(entry)
+        resolved = self._resolve(cfg, context.vars)
+        entry.last_start = time.monotonic()
+        for old in to_cancel:
+            await self._cancel_run(old.run_id, "cancelled by retrigger (cancel_and_restart)")
+
+        result = RunResult(command_name=cfg.name, trigger_event=event,
+                           trigger_chain=list(context.history), resolved_command=resolved)
+        if self._store.enabled(cfg):
+            result.output_file, result.metadata_file = self._store.paths(cfg, result.run_id)
+        result.capture = OutputCapture(result.output_file)
+        run = _Run(result, TriggerContext(set(context.seen), list(context.history),
+                                          dict(context.vars)))
+        result.on_change = self._on_state_change
+        entry.active.append(result)
+        self._runs[result.run_id] = run
+        self._by_id[result.run_id] = result
+        self._publish_run(result, None)
+
+        def on_output(data: bytes, run: _Run = run) -> None:
+            capture = run.result.capture
+            assert capture is not None
+            if run.result.state is RunState.PENDING:
+                run.result.transition(RunState.RUNNING)
+            offset = capture.size
+            text = capture.feed(data)
+            self._bus.publish(OutputEvent(run.result.run_id, cfg.name, run.seq, offset,
+                                          len(data), text))
+            run.seq += 1
+
+        try:
+            run.process = await Process.start(
+                resolved.argv, resolved.command, cwd=resolved.cwd,
+                env=resolved.env if cfg.env else None,
+                on_output=on_output)
+        except OSError as exc:
+            msg = _spawn_error(resolved, exc)
+            result.capture.feed(msg.encode() + b"\n")
+            self._finalize(entry, run, RunState.FAILED, error=msg, exit_code=127)
+            task = asyncio.get_running_loop().create_task(self._emit_final(run))
+        else:
+            if result.state is RunState.PENDING:
+                result.transition(RunState.RUNNING)
+            task = asyncio.get_running_loop().create_task(self._supervise(entry, run))
+        run.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return RunHandle(result)
+
+    async def _supervise(self, entry: _Command, run: _Run) -> None:
+        result = run.result
+        handle = RunHandle(result)
+        await asyncio.sleep(0)  # let run_command's caller see the handle first
+        await self._safe_trigger(f"command_started:{result.command_name}", self._auto_context(run),
+                                 kind="auto", handle=handle)
+        proc = run.process
+        assert proc is not None
+        timeout = result.resolved_command.timeout_secs if result.resolved_command else None
+        timer = None
+        if timeout:
+            timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, run)
+        try:
+            rc = await proc.wait(self._grace)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if run.timed_out:
+            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
+                           error=f"Command timed out after {timeout} seconds")
+        elif run.cancel_comment is not None:
+            self._finalize(entry, run, RunState.CANCELLED, comment=run.cancel_comment,
+                           exit_code=rc)
+        elif rc == 0:
+            self._finalize(entry, run, RunState.SUCCESS, exit_code=0)
+        else:
+            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
+                           error=f"Command exited with code {rc}")
+        await self._emit_final(run)
+
+    def _auto_context(self, run: _Run) -> TriggerContext | None:
+        entry = self._commands.get(run.result.command_name)
+        if entry is not None and not entry.config.loop_detection:
+            # Opted out of loop detection: keep the breadcrumb, forget what was seen.
+            run.context.seen = set()
+        return run.context
+
+    async def _emit_final(self, run: _Run) -> None:
+        result = run.result
+        event = f"{_FINAL_EVENT[result.state]}:{result.command_name}"
+        await self._safe_trigger(event, self._auto_context(run), kind="auto",
+                                 handle=RunHandle(result))
+
+    def _on_timeout(self, run: _Run) -> None:
+        if run.result.is_finalized or run.process is None:
+            return
+        run.timed_out = True
+        logger.warning("Run %s of %s timed out", run.result.run_id[:8], run.result.command_name)
+        self._spawn(run.process.terminate(self._grace))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finalize(self, entry: _Command, run: _Run, state: RunState, *,
+                  comment: str | None = None, error: str | None = None,
+                  exit_code: int | None = None) -> None:
+        result = run.result
+        capture = result.capture
+        if capture is not None:
+            try:
+                rest = capture.finish()
+                if rest:
+                    self._bus.publish(OutputEvent(result.run_id, result.command_name, run.seq,
+                                                  capture.size, 0, rest))
+                    run.seq += 1
+            except OSError as exc:
+                result.output_write_error = str(exc)
+        entry.last_end = time.monotonic()
+        if result in entry.active:
+            entry.active.remove(result)
+        self._runs.pop(result.run_id, None)
+        result.transition(state, comment=comment, error=error, exit_code=exit_code)
+        if len(entry.history) == entry.history.maxlen and entry.history:
+            evicted = entry.history[0]
+            self._by_id.pop(evicted.run_id, None)
+        if entry.history.maxlen != 0:
+            entry.history.append(result)
+        else:
+            self._by_id.pop(result.run_id, None)
+        entry.latest = result
+        if result.metadata_file is not None and self._store.enabled(entry.config):
+            try:
+                self._store.write_metadata(result)
+                self._store.enforce_retention(entry.config)
+            except OSError as exc:
+                result.output_write_error = str(exc)
+                logger.warning("could not write output files for %s: %s", result.run_id, exc)
+
+    def _on_state_change(self, result: RunResult, previous: RunState) -> None:
+        self._publish_run(result, previous)
+
+    def _publish_run(self, result: RunResult, previous: RunState | None) -> None:
+        rc = result.resolved_command
+        self._bus.publish(RunEvent(
+            run_id=result.run_id, command=result.command_name, state=result.state.value,
+            previous=previous.value if previous else None, exit_code=result.exit_code,
+            start_time=result.start_time, end_time=result.end_time,
+            duration_secs=result.duration_secs if result.is_finalized else None,
+            trigger_event=result.trigger_event, trigger_chain=tuple(result.trigger_chain),
+            comment=result.comment, error=str(result.error) if result.error is not None else None,
+            resolved_command=rc.command if rc else None,
+            output_file=str(result.output_file) if result.output_file else None))
+
+    # ------------------------------------------------------------------ cancelling
+    async def cancel_run(self, run_id: str, comment: str | None = None) -> bool:
+        """Cancel one run; True if it was active."""
+        return await self._cancel_run(run_id, comment or "cancelled")
+
+    async def _cancel_run(self, run_id: str, comment: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.result.is_finalized or run.cancel_comment is not None:
+            return False
+        run.cancel_comment = comment
+        if run.process is not None:
+            await run.process.terminate(self._grace)
+        if run.task is not None and run.task is not asyncio.current_task():
+            # Wait until the run is final so callers observe the cancelled state.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(run.result.done_event().wait(), self._grace + 2)
+        return True
+
+    async def cancel_command(self, name: str, comment: str | None = None) -> int:
+        """Cancel every active run of ``name``; returns how many."""
+        entry = self._entry(name)
+        runs = [r.run_id for r in entry.active]
+        done = await asyncio.gather(*(self._cancel_run(r, comment or "cancelled") for r in runs))
+        return sum(done)
+
+    async def cancel_all(self, comment: str | None = None) -> int:
+        runs = list(self._runs)
+        done = await asyncio.gather(*(self._cancel_run(r, comment or "cancelled") for r in runs))
+        return sum(done)
+
+    # ------------------------------------------------------------------ queries
+    def get_status(self, name: str) -> CommandStatus:
+        entry = self._entry(name)
+        if entry.active:
+            state = "running"
+        elif entry.latest is None:
+            state = "never_run"
+        else:
+            state = entry.latest.state.value
+        return CommandStatus(state=state, active_count=len(entry.active), last_run=entry.latest)
+
+    def get_history(self, name: str, limit: int = 10) -> list[RunResult]:
+        """Finished runs kept in memory, most recent first."""
+        history = list(reversed(self._entry(name).history))
+        return history[:limit] if limit > 0 else history
+
+    def get_active_handles(self, name: str) -> list[RunHandle]:
+        return [RunHandle(r) for r in self._entry(name).active]
+
+    def get_all_active_handles(self) -> list[RunHandle]:
+        return [RunHandle(r.result) for r in self._runs.values()]
+
+    def get_handle_by_run_id(self, run_id: str) -> RunHandle | None:
+        result = self._by_id.get(run_id)
+        return RunHandle(result) if result is not None else None
+
+    def get_trigger_graph(self) -> dict[str, list[str]]:
+        """Trigger pattern → commands it starts."""
+        graph: dict[str, list[str]] = {}
+        for name, entry in self._commands.items():
+            for trig in entry.config.triggers:
+                graph.setdefault(trig, []).append(name)
+        return graph
+
+    def read_output(self, run_id: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a run's output (live or finished, while it is known)."""
+        result = self._by_id.get(run_id)
+        if result is None:
+            raise KeyError(run_id)
+        if result.capture is not None:
+            return result.capture.read(offset, length)
+        data = result.output.encode()
+        end = len(data) if length is None else offset + length
+        return data[offset:end]
+
+    def output_size(self, run_id: str) -> int:
+        result = self._by_id.get(run_id)
+        if result is None:
+            raise KeyError(run_id)
+        if result.capture is not None:
+            return result.capture.size
+        return len(result.output.encode())
+
+    def tail(self, run_id: str, max_bytes: int = 4096) -> str:
+        result = self._by_id.get(run_id)
+        if result is None or result.capture is None:
+            return ""
+        return result.capture.tail(max_bytes)
+
+
+def _split(command: str) -> list[str] | None:
+    import shlex
+
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    return argv or None
+
+
+def _resolvable(resolver: Resolver, name: str) -> bool:
+    try:
+        resolver.value(name)
+        return True
+    except VariableResolutionError:
+        return False
+
+
+def _spawn_error(resolved: ResolvedCommand, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError) and resolved.cwd and not Path(resolved.cwd).is_dir():
+        return f"cannot start: working directory not found: {resolved.cwd}"
+    program = resolved.argv[0] if resolved.argv else "/bin/sh"
+    if isinstance(exc, FileNotFoundError):
+        return f"cannot start: command not found: {program}"
+    return f"cannot start {program}: {exc.strerror or exc}"
+
+
+__all__ = ["CommandOrchestrator", "Event", "LIFECYCLE_EVENTS", "split_auto_event"]

@@ -1,0 +1,65 @@
+"""Config problems with positions: what ``sidecar check`` prints and the server publishes.
+
+Positions are 0-based (line, character), like LSP; :meth:`Problem.format` prints them 1-based
+the way compilers do (``file:line:col: severity: message``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Severity(enum.IntEnum):
+    """Same numbering as LSP's DiagnosticSeverity."""
+
+    ERROR = 1
+    WARNING = 2
+    INFORMATION = 3
+    HINT = 4
+
+    @property
+    def label(self) -> str:
+        return {1: "error", 2: "warning", 3: "info", 4: "hint"}[int(self)]
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A 0-based, end-exclusive range in a file's text."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @classmethod
+    def point(cls, line: int, column: int, length: int = 1) -> Span:
+        return cls(line, column, line, column + length)
+
+
+WHOLE_FIRST_LINE = Span(0, 0, 0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One config problem.
+
+    ``code`` is stable and documented in protocol.md (``toml-syntax``, ``unknown-key``,
+    ``wrong-type``, ``invalid-value``, ``missing-key``, ``undefined-variable``,
+    ``variable-cycle``, ``unterminated-template``, ``trigger-cycle``, ``duplicate-command``,
+    ``unknown-command``, ``unemitted-trigger``, ``untriggered-command``, ``variable-override``,
+    ``file-error``).
+    """
+
+    file: str
+    span: Span
+    severity: Severity
+    code: str
+    message: str
+    related: tuple[tuple[str, Span, str], ...] = field(default=())
+
+    def format(self) -> str:
+        return (
+            f"{self.file}:{self.span.line + 1}:{self.span.column + 1}: "
+            f"{self.severity.label}: {self.message} [{self.code}]"
+        )

@@ -1,0 +1,373 @@
+"""Runs: the state machine, the result record and the handle callers hold.
+
+A run's state changes only in :meth:`RunResult.transition`, which checks the move against
+:data:`TRANSITIONS` and calls the orchestrator's hook that publishes the ``RunUpdate`` event.
+The state strings (``pending``, ``running``, ``success``, ``failed``, ``cancelled``) are the
+wire values too (protocol.md, the VS Code and Neovim clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .output import OutputCapture
+
+
+class RunState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
+TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.CANCELLED}),
+    RunState.RUNNING: FINAL_STATES,
+    RunState.SUCCESS: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.CANCELLED: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def format_duration(secs: float) -> str:
+    """``452ms``, ``2.4s``, ``1m 23s``, ``1h 5m``, ``1d 3h``."""
+    if secs < 1:
+        return f"{secs * 1000:.0f}ms"
+    if secs < 60:
+        return f"{secs:.1f}s"
+    mins, s = divmod(int(secs), 60)
+    if mins < 60:
+        return f"{mins}m {s}s"
+    hrs, mins = divmod(mins, 60)
+    if hrs < 24:
+        return f"{hrs}h {mins}m"
+    days, hrs = divmod(hrs, 24)
+    if days < 7:
+        return f"{days}d {hrs}h"
+    weeks, days = divmod(days, 7)
+    return f"{weeks}w {days}d"
+
+
+@dataclass
+class ResolvedCommand:
+    """What exactly runs: the command string after templates, cwd, env, timeout, variables.
+
+    ``argv`` is the exec'd argument vector when the command has no shell syntax, None when it
+    goes through ``/bin/sh -c``.
+    """
+
+    command: str
+    cwd: str | None
+    env: dict[str, str]
+    timeout_secs: int | None
+    vars: dict[str, str]
+    keep_history: int | None = None
+    output_extension: str | None = None
+    argv: list[str] | None = None
+
+
+@dataclass
+class CommandStatus:
+    """``state`` is ``never_run``, ``running`` or the last run's state value."""
+
+    state: str
+    active_count: int = 0
+    last_run: RunResult | None = None
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+class RunResult:
+    """Everything known about one run. Created by the orchestrator; callers use RunHandle."""
+
+    def __init__(
+        self,
+        command_name: str,
+        run_id: str | None = None,
+        trigger_event: str | None = None,
+        trigger_chain: list[str] | None = None,
+        upstream_run_ids: list[tuple[str, str]] | None = None,
+        output: str = "",
+        success: bool | None = None,
+        error: str | Exception | None = None,
+        state: RunState = RunState.PENDING,
+        start_time: dt.datetime | None = None,
+        end_time: dt.datetime | None = None,
+        duration: dt.timedelta | None = None,
+        resolved_command: ResolvedCommand | None = None,
+        metadata_file: Path | None = None,
+        output_file: Path | None = None,
+        output_write_error: str | None = None,
+        comment: str = "",
+        exit_code: int | None = None,
+    ) -> None:
+        self.command_name = command_name
+        self.run_id = run_id or new_run_id()
+        self.trigger_event = trigger_event
+        self.trigger_chain = list(trigger_chain or [])
+        self.upstream_run_ids = list(upstream_run_ids or [])
+        self._output_text = output
+        self.capture: OutputCapture | None = None
+        self.success = success
+        self.error = error
+        self.state = state
+        self.start_time = start_time
+        self.end_time = end_time
+        self._duration = duration
+        self.resolved_command = resolved_command
+        self.metadata_file = metadata_file
+        self.output_file = output_file
+        self.output_write_error = output_write_error
+        self.comment = comment
+        self.exit_code = exit_code
+        self.on_change: Callable[[RunResult, RunState], None] | None = None
+        self._done: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return (f"RunResult(command_name={self.command_name!r}, run_id={self.run_id!r}, "
+                f"state={self.state.value!r})")
+
+    # -- the one place states change ---------------------------------------------------------
+    def transition(self, new: RunState, *, comment: str | None = None,
+                   error: str | Exception | None = None, exit_code: int | None = None) -> None:
+        old = self.state
+        if new not in TRANSITIONS[old]:
+            raise InvalidTransition(f"{self.command_name} {self.run_id}: {old.value} -> {new.value}")
+        now = dt.datetime.now()
+        if comment is not None:
+            self.comment = comment
+        if error is not None:
+            self.error = error
+        if exit_code is not None:
+            self.exit_code = exit_code
+        self.state = new
+        if new is RunState.RUNNING:
+            self.start_time = now
+        elif new.is_final:
+            if self.start_time is None:
+                self.start_time = now
+            self.end_time = now
+            self._duration = now - self.start_time
+            self.success = new is RunState.SUCCESS
+        if self.on_change is not None:
+            self.on_change(self, old)
+        if new.is_final and self._done is not None:
+            self._done.set()
+
+    # -- cmdorc's mark_* API -------------------------------------------------------------------
+    def mark_running(self, comment: str | None = None) -> None:
+        self.transition(RunState.RUNNING, comment=comment)
+
+    def mark_success(self, comment: str | None = None) -> None:
+        self.transition(RunState.SUCCESS, comment=comment)
+
+    def mark_failed(self, error: str | Exception, comment: str | None = None) -> None:
+        self.transition(RunState.FAILED, error=error, comment=comment)
+
+    def mark_cancelled(self, comment: str | None = None) -> None:
+        self.transition(RunState.CANCELLED, comment=comment)
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def output(self) -> str:
+        """The whole output (stdout and stderr interleaved), read back from disk if spilled."""
+        if self.capture is not None:
+            return self.capture.text()
+        if not self._output_text and self.output_file is not None and self.is_finalized:
+            try:
+                return self.output_file.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                return ""
+        return self._output_text
+
+    @output.setter
+    def output(self, value: str) -> None:
+        self._output_text = value
+        self.capture = None
+
+    @property
+    def is_finalized(self) -> bool:
+        return self.state.is_final
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        if self._duration is not None:
+            return self._duration
+        if self.start_time is not None and self.state is RunState.RUNNING:
+            return dt.datetime.now() - self.start_time
+        return None
+
+    @duration.setter
+    def duration(self, value: dt.timedelta | None) -> None:
+        self._duration = value
+
+    @property
+    def duration_secs(self) -> float | None:
+        d = self.duration
+        return d.total_seconds() if d is not None else None
+
+    @property
+    def duration_str(self) -> str:
+        secs = self.duration_secs
+        return format_duration(secs) if secs is not None else "-"
+
+    @property
+    def time_ago_str(self) -> str:
+        if self.end_time is None:
+            return "-"
+        return format_duration((dt.datetime.now() - self.end_time).total_seconds()) + " ago"
+
+    def done_event(self) -> asyncio.Event:
+        if self._done is None:
+            self._done = asyncio.Event()
+            if self.is_finalized:
+                self._done.set()
+        return self._done
+
+    def to_dict(self) -> dict[str, Any]:
+        rc = self.resolved_command
+        return {
+            "command_name": self.command_name,
+            "run_id": self.run_id,
+            "state": self.state.value,
+            "success": self.success,
+            "exit_code": self.exit_code,
+            "error": str(self.error) if self.error is not None else None,
+            "comment": self.comment,
+            "trigger_event": self.trigger_event,
+            "trigger_chain": list(self.trigger_chain),
+            "start_time": self.start_time.isoformat() if self.start_time else None,
+            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "duration_secs": self.duration_secs,
+            "duration_str": self.duration_str,
+            "resolved_command": rc.command if rc else None,
+            "cwd": rc.cwd if rc else None,
+            "output_file": str(self.output_file) if self.output_file else None,
+            "metadata_file": str(self.metadata_file) if self.metadata_file else None,
+        }
+
+
+class RunHandle:
+    """The caller's view of a run: read-only properties and :meth:`wait`."""
+
+    def __init__(self, result: RunResult) -> None:
+        self._result = result
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self._result!r})"
+
+    async def wait(self, timeout: float | None = None) -> RunResult:
+        """Wait for the run to finish; raises ``TimeoutError`` after ``timeout`` seconds."""
+        if not self._result.is_finalized:
+            await asyncio.wait_for(self._result.done_event().wait(), timeout)
+        return self._result
+
+    @property
+    def result(self) -> RunResult:
+        return self._result
+
+    @property
+    def command_name(self) -> str:
+        return self._result.command_name
+
+    @property
+    def run_id(self) -> str:
+        return self._result.run_id
+
+    @property
+    def state(self) -> RunState:
+        return self._result.state
+
+    @property
+    def success(self) -> bool | None:
+        return self._result.success
+
+    @property
+    def output(self) -> str:
+        return self._result.output
+
+    @property
+    def error(self) -> str | Exception | None:
+        return self._result.error
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._result.exit_code
+
+    @property
+    def comment(self) -> str:
+        return self._result.comment
+
+    @property
+    def is_finalized(self) -> bool:
+        return self._result.is_finalized
+
+    @property
+    def start_time(self) -> dt.datetime | None:
+        return self._result.start_time
+
+    @property
+    def end_time(self) -> dt.datetime | None:
+        return self._result.end_time
+
+    @property
+    def duration_str(self) -> str:
+        return self._result.duration_str
+
+    @property
+    def time_ago_str(self) -> str:
+        return self._result.time_ago_str
+
+    @property
+    def trigger_chain(self) -> list[str]:
+        return list(self._result.trigger_chain)
+
+    @property
+    def resolved_command(self) -> ResolvedCommand | None:
+        return self._result.resolved_command
+
+    @property
+    def output_file(self) -> Path | None:
+        return self._result.output_file
+
+    @property
+    def metadata_file(self) -> Path | None:
+        return self._result.metadata_file
+
+    @property
+    def output_write_error(self) -> str | None:
+        return self._result.output_write_error
+
+    def cleanup(self) -> None:
+        """Kept for cmdorc compatibility; handles hold no resources of their own."""
+
+
+@dataclass
+class TriggerResult:
+    """What one ``trigger()`` did: runs it started, and commands it skipped with why
+    (``debounce``, ``concurrency_limit``, ``variable_error``, ``error``)."""
+
+    event: str
+    started: list[RunHandle] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)

@@ -1,0 +1,156 @@
+"""Output storage on disk: ``{directory}/{command}/{run_id}/metadata.toml`` + ``output{ext}``,
+retention (``keep_history``: 0 off, -1 unlimited, N newest kept) and reloading history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .config import CommandConfig, OutputStorageConfig
+from .runs import ResolvedCommand, RunResult, RunState
+
+logger = logging.getLogger("sidecar.store")
+METADATA = "metadata.toml"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # JSON string escaping is valid TOML basic-string escaping for what we write.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _toml_table(values: dict[str, Any]) -> str:
+    return "".join(f"{json.dumps(k)} = {_toml_value(v)}\n" for k, v in values.items()
+                   if v is not None)
+
+
+class OutputStore:
+    """Resolves per-command settings and reads/writes run directories."""
+
+    def __init__(self, settings: OutputStorageConfig) -> None:
+        self.settings = settings
+        self.root = Path(settings.directory)
+
+    def keep_history(self, cmd: CommandConfig) -> int:
+        return cmd.keep_history if cmd.keep_history is not None else self.settings.keep_history
+
+    def extension(self, cmd: CommandConfig) -> str:
+        return cmd.output_extension or self.settings.output_extension
+
+    def enabled(self, cmd: CommandConfig) -> bool:
+        return self.keep_history(cmd) != 0
+
+    def run_dir(self, command: str, run_id: str) -> Path:
+        return self.root / _safe(command) / run_id
+
+    def paths(self, cmd: CommandConfig, run_id: str) -> tuple[Path, Path]:
+        d = self.run_dir(cmd.name, run_id)
+        return d / f"output{self.extension(cmd)}", d / METADATA
+
+    def write_metadata(self, result: RunResult) -> None:
+        assert result.metadata_file is not None
+        rc = result.resolved_command
+        top = {
+            "command_name": result.command_name,
+            "run_id": result.run_id,
+            "state": result.state.value,
+            "success": result.success,
+            "exit_code": result.exit_code,
+            "error": str(result.error) if result.error is not None else None,
+            "comment": result.comment,
+            "trigger_event": result.trigger_event,
+            "trigger_chain": result.trigger_chain,
+            "start_time": result.start_time.isoformat() if result.start_time else None,
+            "end_time": result.end_time.isoformat() if result.end_time else None,
+            "duration_secs": result.duration_secs,
+            "output_file": result.output_file.name if result.output_file else None,
+        }
+        text = _toml_table(top)
+        if rc is not None:
+            text += "\n[resolved_command]\n" + _toml_table({
+                "command": rc.command, "cwd": rc.cwd, "timeout_secs": rc.timeout_secs})
+            text += "\n[resolved_command.vars]\n" + _toml_table(rc.vars)
+        result.metadata_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = result.metadata_file.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(result.metadata_file)
+
+    def enforce_retention(self, cmd: CommandConfig) -> None:
+        keep = self.keep_history(cmd)
+        if keep <= 0:
+            return
+        runs = self._run_dirs(cmd.name)
+        for old in runs[:-keep] if len(runs) > keep else []:
+            try:
+                shutil.rmtree(old)
+            except OSError as exc:
+                logger.warning("could not delete %s: %s", old, exc)
+
+    def _run_dirs(self, command: str) -> list[Path]:
+        """Finished run directories (with metadata), oldest first."""
+        base = self.root / _safe(command)
+        try:
+            dirs = [d for d in base.iterdir() if (d / METADATA).is_file()]
+        except OSError:
+            return []
+        return sorted(dirs, key=lambda d: (d / METADATA).stat().st_mtime)
+
+    def load_history(self, cmd: CommandConfig, limit: int) -> list[RunResult]:
+        """Up to ``limit`` (-1: all) most recent runs from disk, oldest first."""
+        dirs = self._run_dirs(cmd.name)
+        if limit >= 0:
+            dirs = dirs[-limit:] if limit else []
+        out: list[RunResult] = []
+        for d in dirs:
+            try:
+                out.append(_load_run(d))
+            except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError) as exc:
+                logger.warning("skipping unreadable run directory %s: %s", d, exc)
+        return out
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_. " else "_" for c in name) or "_"
+
+
+def _time(value: Any) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _load_run(d: Path) -> RunResult:
+    meta = tomllib.loads((d / METADATA).read_text(encoding="utf-8"))
+    rc_meta = meta.get("resolved_command")
+    rc = None
+    if isinstance(rc_meta, dict):
+        rc = ResolvedCommand(command=rc_meta.get("command", ""), cwd=rc_meta.get("cwd"), env={},
+                             timeout_secs=rc_meta.get("timeout_secs"),
+                             vars=dict(rc_meta.get("vars", {})))
+    start, end = _time(meta.get("start_time")), _time(meta.get("end_time"))
+    out_name = meta.get("output_file")
+    return RunResult(
+        command_name=meta["command_name"],
+        run_id=meta["run_id"],
+        trigger_event=meta.get("trigger_event"),
+        trigger_chain=list(meta.get("trigger_chain", [])),
+        success=meta.get("success"),
+        error=meta.get("error"),
+        state=RunState(meta["state"]),
+        start_time=start,
+        end_time=end,
+        duration=(end - start) if start and end else None,
+        resolved_command=rc,
+        metadata_file=d / METADATA,
+        output_file=d / out_name if out_name else None,
+        comment=meta.get("comment", ""),
+        exit_code=meta.get("exit_code"),
+    )
