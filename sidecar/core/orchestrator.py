@@ -617,7 +617,7 @@ class CommandOrchestrator:
             await run.process.terminate(self._grace)
         if run.task is not None and run.task is not asyncio.current_task():
             # Wait until the run is final so callers observe the cancelled state.
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.result.done_event().wait(), self._grace + 2)
         return True
 

@@ -46,7 +46,7 @@ class Problem:
 
     ``code`` is stable and documented in protocol.md (``toml-syntax``, ``unknown-key``,
     ``wrong-type``, ``invalid-value``, ``missing-key``, ``undefined-variable``,
-    ``variable-cycle``, ``unterminated-template``, ``trigger-cycle``, ``duplicate-command``,
+    ``variable-cycle``, ``unterminated-template``, ``invalid-template``, ``trigger-cycle``, ``duplicate-command``,
     ``unknown-command``, ``unemitted-trigger``, ``untriggered-command``, ``variable-override``,
     ``file-error``).
     """

@@ -217,7 +217,7 @@ class Process:
         if not self._protocol.eof.done() and group_alive(self.pgid):
             # The leader is gone but something in its group still holds the output open.
             await self._stop_group(grace, self._protocol.eof)
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._protocol.eof), grace)
         self._finish()
         rc = self.returncode
@@ -235,7 +235,7 @@ class Process:
             return
         try:
             await asyncio.wait_for(asyncio.shield(until), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         _signal_group(self.pgid, signal.SIGKILL)
 

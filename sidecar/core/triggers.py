@@ -99,11 +99,12 @@ def find_cycles(triggers: Mapping[str, Sequence[str]]) -> list[list[tuple[str, s
             continue
         path = _cycle_from(start, graph)
         if path:
-            first = min(range(len(path)), key=lambda i: order[path[i][0]])
-            path = path[first:] + path[:first]
-            names = {n for n, _ in path}
+            steps = path
+            first = min(range(len(steps)), key=lambda i: order[steps[i][0]])
+            steps = steps[first:] + steps[:first]
+            names = {n for n, _ in steps}
             if not names & covered:
-                cycles.append(path)
+                cycles.append(steps)
             covered |= names
     return cycles
 
