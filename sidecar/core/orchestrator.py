@@ -251,6 +251,19 @@ class CommandOrchestrator:
         return {"cancelled_count": cancelled, "completed_count": len(tasks) - cancelled,
                 "timeout_expired": timeout_expired}
 
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no run is active and every chain they triggered has settled.
+        Returns False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self._tasks or self._runs:
+            pending = list(self._tasks) or [asyncio.ensure_future(asyncio.sleep(0.01))]
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.wait(pending, timeout=left)
+        return True
+
     async def cleanup(self) -> None:
         await self.shutdown()
 
