@@ -1,0 +1,172 @@
+"""The ``sidecar`` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "project"
+pytestmark = pytest.mark.timeout(60)
+
+PY = sys.executable
+
+
+def sidecar(*args: str, cwd: Path, stdin: str | None = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "sidecar", *args], cwd=cwd, capture_output=True, text=True,
+                          input=stdin, timeout=50)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CHAIN = f"""
+[[command]]
+name = "Lint"
+triggers = ["changes_applied"]
+command = "{PY} -c 'print(\\"linted\\")'"
+
+[[command]]
+name = "Tests"
+triggers = ["command_success:Lint"]
+command = "{PY} -c 'import sys; print(\\"testing\\"); sys.exit(3)'"
+"""
+
+
+def test_run_streams_chain_and_exit_code_is_the_result(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN)
+    proc = sidecar("run", "Lint", cwd=tmp_path)
+    lines = proc.stdout.splitlines()
+    assert "[Lint] linted" in lines
+    assert "[Tests] testing" in lines
+    assert any(line.startswith("✓ Lint success") for line in lines)
+    assert any(line.startswith("✗ Tests failed") and "(exit 3)" in line for line in lines)
+    assert proc.returncode == 3
+
+
+def test_trigger_json_lines(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN.replace("sys.exit(3)", "sys.exit(0)"))
+    proc = sidecar("trigger", "changes_applied", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    finals = [e for e in events if e["type"] == "runUpdate" and e["state"] == "success"]
+    assert [e["command"] for e in finals] == ["Lint", "Tests"]
+    assert finals[1]["triggerChain"] == ["changes_applied", "command_started:Lint",
+                                         "command_success:Lint"]
+    chunks = [e["text"] for e in events if e["type"] == "outputChunk" and e["command"] == "Lint"]
+    assert "".join(chunks) == "linted\n"
+
+
+def test_trigger_nobody_listens(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN)
+    proc = sidecar("trigger", "nothing_here", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "no command listens to 'nothing_here'" in proc.stderr
+
+
+def test_run_var_is_not_shell_injected(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", '[variables]\nwho = ""\n[[command]]\nname = "Greet"\n'
+                                     'command = "echo hello {{ who }}"\n')
+    marker = tmp_path / "pwned"
+    proc = sidecar("run", "Greet", "--var", f"who=$(touch {marker}); touch {marker}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"[Greet] hello $(touch {marker}); touch {marker}" in proc.stdout
+    assert not marker.exists()
+
+
+def test_run_errors(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN)
+    proc = sidecar("run", "Nope", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "unknown command 'Nope'" in proc.stderr and "Lint" in proc.stderr
+    proc = sidecar("run", "Lint", "--var", "novalue", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--var expects NAME=VALUE" in proc.stderr
+
+
+def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
+    proc = sidecar("run", "Lint", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "no config found" in proc.stderr
+
+
+def test_check_reports_positions_and_exit_code(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.toml", '[[command]]\nname = "A"\ncommand = "echo {{ nope }}"\n'
+                                       'max_concurent = 1\n')
+    proc = sidecar("check", str(bad), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{bad}:3:17: error: Undefined variable 'nope'" in proc.stdout
+    assert f"{bad}:4:1: error: unknown key 'max_concurent'" in proc.stdout
+    good = write(tmp_path / "good.toml", CHAIN)
+    proc = sidecar("check", str(good), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout == ""
+    assert "0 error(s)" in proc.stderr
+
+
+def test_check_syntax_error_json(tmp_path: Path) -> None:
+    bad = write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = \n')
+    proc = sidecar("check", "--json", cwd=tmp_path)
+    assert proc.returncode == 1
+    (problem,) = json.loads(proc.stdout)
+    assert problem["code"] == "toml-syntax"
+    assert (problem["file"], problem["line"]) == (str(bad), 3)
+
+
+def test_invalid_config_refuses_to_run(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = "true"\n'
+                                     'timeout_secs = "soon"\n')
+    proc = sidecar("run", "A", cwd=tmp_path)
+    assert proc.returncode == 3
+    assert "sidecar.toml:4:16: error:" in proc.stderr
+
+
+def test_preview_shows_exec_or_shell(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", '[variables]\nd = "src"\n'
+                                     '[[command]]\nname = "A"\ncommand = "ls {{ d }}"\n'
+                                     '[[command]]\nname = "B"\ncommand = "ls | wc -l"\n')
+    a = json.loads(sidecar("preview", "A", "--json", "--var", "d=a b", cwd=tmp_path).stdout)
+    assert a["argv"] == ["ls", "a b"] and a["shell"] is False
+    assert a["command"] == "ls 'a b'"
+    assert a["cwd"] == str(tmp_path)
+    b = json.loads(sidecar("preview", "B", "--json", cwd=tmp_path).stdout)
+    assert b["argv"] is None and b["shell"] is True
+
+
+def test_graph_text_and_mermaid(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN)
+    text = sidecar("graph", cwd=tmp_path).stdout.splitlines()
+    assert "changes_applied → Lint" in text
+    assert "Lint --command_success--> Tests" in text
+    mermaid = sidecar("graph", "--mermaid", cwd=tmp_path).stdout
+    assert mermaid.startswith("flowchart LR")
+    assert 'c0 -- "success" --> c1' in mermaid
+
+
+def test_init_writes_a_valid_sample(tmp_path: Path) -> None:
+    proc = sidecar("init", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert (tmp_path / "sidecar.toml").is_file()
+    assert sidecar("check", cwd=tmp_path).returncode == 0
+    again = sidecar("init", cwd=tmp_path)
+    assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_bundled_example_main_job(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".cmdorc"))
+    proc = sidecar("trigger", "changes_applied", cwd=project)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("Lint", "Tests", "Report"):
+        assert any(line.startswith(f"✓ {name} success") for line in proc.stdout.splitlines())
+    stored = sorted(p.parent.parent.name for p in
+                    (project / ".cmdorc" / "outputs").glob("*/*/metadata.toml"))
+    assert stored == ["Lint", "Report", "Tests"]
