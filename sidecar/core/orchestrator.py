@@ -482,15 +482,9 @@ class CommandOrchestrator:
         self._publish_run(result, None)
 
         def on_output(data: bytes, run: _Run = run) -> None:
-            capture = run.result.capture
-            assert capture is not None
             if run.result.state is RunState.PENDING:
                 run.result.transition(RunState.RUNNING)
-            offset = capture.size
-            text = capture.feed(data)
-            self._bus.publish(OutputEvent(run.result.run_id, cfg.name, run.seq, offset,
-                                          len(data), text))
-            run.seq += 1
+            self._record_output(run, data)
 
         try:
             run.process = await Process.start(
@@ -499,7 +493,7 @@ class CommandOrchestrator:
                 on_output=on_output)
         except OSError as exc:
             msg = _spawn_error(resolved, exc)
-            result.capture.feed(msg.encode() + b"\n")
+            self._record_output(run, msg.encode() + b"\n")
             self._finalize(entry, run, RunState.FAILED, error=msg, exit_code=127)
             task = asyncio.get_running_loop().create_task(self._emit_final(run))
         else:
@@ -510,6 +504,16 @@ class CommandOrchestrator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return RunHandle(result)
+
+    def _record_output(self, run: _Run, data: bytes) -> None:
+        capture = run.result.capture
+        assert capture is not None
+        offset = capture.size
+        capture.feed(data)
+        if self._bus.has_output_consumers:
+            self._bus.publish(OutputEvent(run.result.run_id, run.result.command_name, run.seq,
+                                          offset, len(data), capture.decode(data)))
+            run.seq += 1
 
     async def _supervise(self, entry: _Command, run: _Run) -> None:
         result = run.result

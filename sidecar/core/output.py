@@ -42,8 +42,12 @@ class OutputCapture:
     def spilled(self) -> bool:
         return self._spill_path is not None
 
-    def feed(self, data: bytes) -> str:
-        """Record ``data``; returns it decoded (incrementally, so split UTF-8 is fine)."""
+    def decode(self, data: bytes) -> str:
+        """``data`` (the bytes just fed) as text; incremental, so split UTF-8 is fine."""
+        return self._decoder.decode(data)
+
+    def feed(self, data: bytes) -> None:
+        """Record ``data``."""
         self.size += len(data)
         if self._fd is None:
             self._chunks.append(data)
@@ -55,7 +59,6 @@ class OutputCapture:
             self._tail += data
             if len(self._tail) > 2 * self._tail_bytes:
                 del self._tail[: len(self._tail) - self._tail_bytes]
-        return self._decoder.decode(data)
 
     def _spill(self) -> None:
         if self.path is not None:
