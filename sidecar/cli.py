@@ -1,6 +1,6 @@
 """The ``sidecar`` command line.
 
-``sidecar run NAME``, ``sidecar trigger EVENT``, ``sidecar check``, ``sidecar preview NAME``,
+``sidecar run NAME``, ``sidecar trigger EVENT``, ``sidecar save PATH``, ``sidecar check``, ``sidecar preview NAME``,
 ``sidecar graph``, ``sidecar init``, ``sidecar serve`` (also plain ``sidecar`` when stdin is not
 a TTY). Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
 """
@@ -35,6 +35,7 @@ from .core.checks import check_files
 from .core.config import CONFIG_FILE_NAMES, find_config_files, load_configs, read_source
 from .core.events import Event
 from .core.problems import Severity
+from .core.savehooks import triggers_for_save
 from .core.triggers import command_graph, emitted_events
 
 EXIT_USAGE = 2
@@ -231,6 +232,24 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     return asyncio.run(_drive(config, args, start))
 
 
+def cmd_save(args: argparse.Namespace) -> int:
+    config = _load(args)
+
+    async def start(orch: CommandOrchestrator) -> None:
+        fired_any = False
+        for path in args.paths:
+            triggers, variables = triggers_for_save(config.on_save, config.base_dir, path)
+            for event in triggers:
+                fired_any = True
+                result = await orch.trigger(event, vars=variables)
+                for name, reason, message in result.skipped:
+                    _err(f"skipped {name} ({reason}): {message}")
+        if not fired_any:
+            _err("no [on_save] glob matches " + ", ".join(args.paths))
+
+    return asyncio.run(_drive(config, args, start))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.files] if args.files else _config_paths(args)
     report = check_files([read_source(p) for p in paths])
@@ -358,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("save", parents=[common],
+                       help="fire the [on_save] triggers of saved files (for editor/git hooks)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_save)
 
     p = sub.add_parser("check", parents=[common], help="report config problems")
     p.add_argument("files", nargs="*")

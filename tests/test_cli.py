@@ -170,3 +170,18 @@ def test_bundled_example_main_job(tmp_path: Path) -> None:
     stored = sorted(p.parent.parent.name for p in
                     (project / ".cmdorc" / "outputs").glob("*/*/metadata.toml"))
     assert stored == ["Lint", "Report", "Tests"]
+
+
+def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", '[on_save]\n"src/**/*.py" = "changes_applied"\n'
+                                     '[variables]\nsaved_file_relative = ""\n'
+                                     '[[command]]\nname = "Lint"\ntriggers = ["changes_applied"]\n'
+                                     'command = "echo linting {{ saved_file_relative }}"\n')
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    saved = tmp_path / "src" / "pkg" / "it's.py"
+    saved.write_text("x = 1\n")
+    proc = sidecar("save", str(saved), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "[Lint] linting src/pkg/it's.py" in proc.stdout.splitlines()
+    other = sidecar("save", str(tmp_path / "README.md"), cwd=tmp_path)
+    assert "no [on_save] glob matches" in other.stderr
