@@ -103,7 +103,7 @@ def test_check_reports_positions_and_exit_code(tmp_path: Path) -> None:
                                        'max_concurent = 1\n')
     proc = sidecar("check", str(bad), cwd=tmp_path)
     assert proc.returncode == 1
-    assert f"{bad}:3:17: error: Undefined variable 'nope'" in proc.stdout
+    assert f"{bad}:3:17: warning: Undefined variable 'nope'" in proc.stdout
     assert f"{bad}:4:1: error: unknown key 'max_concurent'" in proc.stdout
     good = write(tmp_path / "good.toml", CHAIN)
     proc = sidecar("check", str(good), cwd=tmp_path)

@@ -242,10 +242,10 @@ class _Checker:
                          else "[variables] or the command's vars")
                 self.add(
                     file, self.string_span(file, path, ref.start, ref.end, text),
-                    Severity.ERROR, "undefined-variable",
-                    f"Undefined variable '{ref.name}': define it in {where} "
-                    f"(use an empty string default, e.g. {ref.name} = \"\", for a value "
-                    f"passed at run time)",
+                    Severity.WARNING, "undefined-variable",
+                    f"Undefined variable '{ref.name}': runs fail unless it is passed at run "
+                    f"time (vars=, --var); define it in {where} "
+                    f"(e.g. {ref.name} = \"\" for a value passed at run time)",
                 )
 
     def check_variable_cycles(self) -> None:

@@ -322,8 +322,10 @@ def _validate_command(
     if any(p.severity == Severity.ERROR for p in problems):
         return None, problems
     if good.get("cwd") is not None and base_dir is not None:
-        cwd = Path(good["cwd"])
-        good["cwd"] = str(cwd if cwd.is_absolute() else base_dir / cwd)
+        # A templated cwd is resolved per run; the orchestrator anchors it at base_dir then.
+        if "{{" not in good["cwd"]:
+            cwd = Path(good["cwd"])
+            good["cwd"] = str(cwd if cwd.is_absolute() else base_dir / cwd)
     elif base_dir is not None:
         good["cwd"] = str(base_dir)
     try:

@@ -430,8 +430,8 @@ class CommandOrchestrator:
         resolver = Resolver({**self._vars, **cmd.vars}, runtime)
         command = resolver.render(cmd.command, shell=True)
         cwd = resolver.render(str(cmd.cwd)) if cmd.cwd is not None else None
-        if cwd is None and self.config.base_dir is not None:
-            cwd = str(self.config.base_dir)
+        if self.config.base_dir is not None and (cwd is None or not os.path.isabs(cwd)):
+            cwd = str(self.config.base_dir / (cwd or ""))
         env = {**os.environ, **{k: resolver.render(v) for k, v in cmd.env.items()}}
         argv = None if needs_shell(command) else _split(command)
         used = {**self._vars, **cmd.vars, **runtime}

@@ -1,7 +1,8 @@
 """Output capture with bounded memory.
 
 Small outputs stay in RAM. Past ``spill_at`` bytes everything goes to a file (the run's output
-file when output storage is on, else a temporary file removed with the run record) and only a
+file when output storage is on, else an already-unlinked temporary file, read back through its
+descriptor and closed with the run record) and only a
 ``tail_bytes`` tail stays in RAM. ``text()`` still returns the whole output.
 """
 
@@ -34,6 +35,7 @@ class OutputCapture:
         self._file: object | None = None
         self._fd: int | None = None
         self._spill_path: str | None = None
+        self._read_fd: int | None = None  # the unlinked temporary spill file
         self._tail = bytearray()
         self.size = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -49,7 +51,7 @@ class OutputCapture:
     def feed(self, data: bytes) -> None:
         """Record ``data``."""
         self.size += len(data)
-        if self._fd is None:
+        if self._fd is None or self._fd < 0:
             self._chunks.append(data)
             self._mem += len(data)
             if self._mem > self._spill_at:
@@ -66,9 +68,13 @@ class OutputCapture:
             self._spill_path = str(self.path)
             self._fd = os.open(self._spill_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         else:
+            # Unlinked at once and read back through the descriptor: nothing is left behind,
+            # even if this process is killed.
             self._fd, self._spill_path = tempfile.mkstemp(
                 prefix="sidecar-output-", suffix=".txt", dir=self._spill_dir)
-            weakref.finalize(self, _unlink, self._spill_path)
+            os.unlink(self._spill_path)
+            self._read_fd = self._fd
+            weakref.finalize(self, os.close, self._fd)
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._mem = 0
@@ -78,12 +84,12 @@ class OutputCapture:
     def finish(self) -> str:
         """Flush; write the output file if storage is on. Returns the decoder's remainder."""
         rest = self._decoder.decode(b"", final=True)
-        if self._fd is not None:
+        if self._fd is not None and self._read_fd is None:
             os.close(self._fd)
-            self._fd = -1
-        elif self.path is not None:
+        elif self._fd is None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_bytes(b"".join(self._chunks))
+        self._fd = -1
         return rest
 
     def read(self, offset: int = 0, length: int | None = None) -> bytes:
@@ -93,6 +99,8 @@ class OutputCapture:
             return b""
         if self._spill_path is None:
             return b"".join(self._chunks)[offset:end]
+        if self._read_fd is not None:
+            return os.pread(self._read_fd, end - offset, offset)
         with open(self._spill_path, "rb") as f:
             f.seek(offset)
             return f.read(end - offset)
@@ -107,9 +115,3 @@ class OutputCapture:
             data = bytes(self._tail[-max_bytes:])
         return data.decode("utf-8", errors="replace")
 
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

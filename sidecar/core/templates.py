@@ -221,6 +221,10 @@ def needs_shell(command: str) -> bool:
     for ch in command:
         if escaped:
             escaped = False
+            # shlex.split keeps the backslash of \$ \` inside "..." (sh drops it) and turns an
+            # unquoted backslash-newline into a newline (sh removes both): let the shell split.
+            if (state == '"' and ch in "$`\n") or (not state and ch == "\n"):
+                return True
         elif state == "'":
             if ch == "'":
                 state = ""

@@ -153,12 +153,13 @@ def test_undefined_variable_exact_span(tmp_path: Path) -> None:
     report = check(tmp_path, cmdorc_toml=text)
     found = only(report, "undefined-variable")
     assert [(p.span, p.severity) for p in found] == [
-        (Span(6, 25, 6, 37), Severity.ERROR),  # {{ target }}; {{ who }} is declared in vars
-        (Span(8, 15, 8, 28), Severity.ERROR),
+        # A warning: a cmdorc.toml may rely on run-time vars= (it must still load).
+        (Span(6, 25, 6, 37), Severity.WARNING),  # {{ target }}; {{ who }} is declared in vars
+        (Span(8, 15, 8, 28), Severity.WARNING),
     ]
     assert "Undefined variable 'target'" in found[0].message
     assert "define it in [variables] or the command's vars" in found[0].message
-    assert report.config is None
+    assert report.config is not None  # loads: the values may come at run time
 
 
 def test_undefined_variable_with_escapes_in_string(tmp_path: Path) -> None:

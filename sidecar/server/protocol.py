@@ -1,0 +1,588 @@
+"""Wire types of the sidecar protocol (see ``protocol.md`` at the top of the repository, which is
+normative; this module mirrors it).
+
+* Method and notification names are the ``M_*`` / ``N_*`` constants.
+* Error codes are the ``E_*`` constants (JSON-RPC ``error.code``).
+* Results and notifications are attrs classes; :data:`converter` unstructures them to JSON with
+  camelCase keys (``run_id`` → ``runId``).
+* Request params are validated by :func:`parse_params` against the attrs ``*Params`` classes: a
+  wrong type raises :class:`InvalidParams` whose message and ``data.field`` name the offending
+  camelCase field (``vars.FOO``, ``timeoutMs``…). Unknown keys are ignored.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+# --------------------------------------------------------------------------- method names
+
+M_COMMANDS = "sidecar/commands"
+M_TRIGGER = "sidecar/trigger"
+M_RUN = "sidecar/run"
+M_WAIT = "sidecar/wait"
+M_CANCEL = "sidecar/cancel"
+M_STATUS = "sidecar/status"
+M_HISTORY = "sidecar/history"
+M_READ_OUTPUT = "sidecar/readOutput"
+M_PREVIEW = "sidecar/preview"
+M_TRIGGER_GRAPH = "sidecar/triggerGraph"
+M_RELOAD = "sidecar/reload"
+M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
+
+N_EVENT = "sidecar/event"
+N_RUN_UPDATE = "sidecar/runUpdate"
+N_OUTPUT_CHUNK = "sidecar/outputChunk"
+
+# workspace/executeCommand command ids
+CMD_RUN = "sidecar.run"
+CMD_TRIGGER = "sidecar.trigger"
+CMD_CANCEL = "sidecar.cancel"
+EXECUTE_COMMANDS = (CMD_RUN, CMD_TRIGGER, CMD_CANCEL)
+
+REQUESTS = (
+    M_COMMANDS, M_TRIGGER, M_RUN, M_WAIT, M_CANCEL, M_STATUS, M_HISTORY, M_READ_OUTPUT,
+    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER,
+)
+NOTIFICATIONS = (N_EVENT, N_RUN_UPDATE, N_OUTPUT_CHUNK)
+
+# --------------------------------------------------------------------------- error codes
+
+E_PARSE_ERROR = -32700
+E_INVALID_REQUEST = -32600
+E_METHOD_NOT_FOUND = -32601
+E_INVALID_PARAMS = -32602
+E_INTERNAL = -32603
+E_COMMAND_NOT_FOUND = -32010
+"""No command of that name in the current configuration."""
+E_CONCURRENCY_LIMIT = -32011
+"""``max_concurrent`` reached and ``on_retrigger = "ignore"``."""
+E_DEBOUNCED = -32012
+"""Refused: within ``debounce_in_ms`` of the command's last start/completion."""
+E_RUN_NOT_FOUND = -32013
+"""No run with that id is known (never existed, or dropped from history)."""
+E_NO_VALID_CONFIG = -32014
+"""No configuration loaded (none found, or broken since start)."""
+E_SHUTTING_DOWN = -32015
+"""The server is shutting down (after ``shutdown``, or the orchestrator stopped)."""
+E_VARIABLE_ERROR = -32016
+"""A ``{{ variable }}`` of the command could not be resolved."""
+E_TRIGGER_CYCLE = -32017
+"""The trigger would re-enter its own chain."""
+
+RUN_STATES = ("pending", "running", "success", "failed", "cancelled")
+FINAL_STATES = ("success", "failed", "cancelled")
+
+
+class SidecarRpcError(Exception):
+    """Raised by handlers; becomes a JSON-RPC error response ``{code, message, data}``."""
+
+    def __init__(self, code: int, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class InvalidParams(SidecarRpcError):
+    """``-32602``; ``data = {"field": "<camelCase path>"}``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(E_INVALID_PARAMS, f"invalid params: {field}: {message}", {"field": field})
+        self.field = field
+
+
+# --------------------------------------------------------------------------- converter
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+
+    def factory(cls: type[Any]) -> Any:
+        overrides = {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)}
+        return make_dict_unstructure_fn(cls, conv, **overrides)
+
+    conv.register_unstructure_hook_factory(attrs.has, factory)
+    return conv
+
+
+converter = _make_converter()
+"""Unstructures the attrs classes below to JSON-ready dicts with camelCase keys."""
+
+
+def to_wire(obj: Any) -> Any:
+    return converter.unstructure(obj)
+
+
+# --------------------------------------------------------------------------- params
+
+
+@attrs.define
+class NoParams:
+    """``sidecar/commands``, ``sidecar/triggerGraph``, ``sidecar/reload``: no params (null or {})."""
+
+
+@attrs.define
+class TriggerParams:
+    event: str
+    """The trigger name to fire (any string, e.g. ``changes_applied``)."""
+    vars: dict[str, str] | None = None
+    """Runtime variables for the runs this starts (shell-quoted where substituted)."""
+
+
+@attrs.define
+class RunParams:
+    command: str
+    """Name of the command to start."""
+    vars: dict[str, str] | None = None
+    """Runtime variables (string → string)."""
+    wait: bool = False
+    """If true, answer with the final run (bounded by ``timeout_ms``)."""
+    timeout_ms: int | None = None
+    """With ``wait``: give up waiting after this many ms (the run keeps going)."""
+
+
+@attrs.define
+class WaitParams:
+    run_id: str
+    """The run to wait for."""
+    timeout_ms: int | None = None
+    """Give up after this many ms; the result then has ``timedOut: true``."""
+
+
+@attrs.define
+class CancelParams:
+    run_id: str | None = None
+    """Cancel this run."""
+    command: str | None = None
+    """Cancel every active run of this command."""
+    all: bool = False
+    """Cancel every active run."""
+
+
+@attrs.define
+class StatusParams:
+    command: str | None = None
+    """One command, or every command when omitted."""
+
+
+@attrs.define
+class HistoryParams:
+    command: str
+    """Command whose finished runs (kept in memory) to list, most recent first."""
+    limit: int = 10
+    """At most this many runs; 0 or negative = all kept."""
+
+
+@attrs.define
+class ReadOutputParams:
+    run_id: str
+    """The run whose output to read."""
+    offset: int = 0
+    """Byte offset to start at (>= 0)."""
+    length: int | None = None
+    """Bytes to read (>= 0); default and maximum :data:`READ_OUTPUT_MAX`."""
+
+
+@attrs.define
+class PreviewParams:
+    command: str
+    """Command to resolve."""
+    vars: dict[str, str] | None = None
+    """Runtime variables to resolve it with."""
+
+
+@attrs.define
+class SetOutputFilterParams:
+    enabled: bool
+    """Send (true) or stop sending (false) ``sidecar/outputChunk`` for the selection."""
+    commands: list[str] | None = None
+    """Select runs of these commands (current and future)."""
+    run_ids: list[str] | None = None
+    """Select these runs."""
+
+
+READ_OUTPUT_MAX = 4 << 20
+
+
+def _type_name(tp: Any) -> str:
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "an array of strings"
+    if origin is dict:
+        return "an object of strings"
+    return str(tp)
+
+
+def _check(value: Any, tp: Any, field: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check(value, args[0], field)
+    if tp is str:
+        if not isinstance(value, str):
+            raise InvalidParams(field, "must be a string")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise InvalidParams(field, "must be a boolean")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise InvalidParams(field, "must be an integer")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise InvalidParams(field, "must be an array of strings")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise InvalidParams(f"{field}[{i}]", "must be a string")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InvalidParams(field, "must be an object mapping strings to strings")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise InvalidParams(f"{field}.{k}", "must be a string")
+        return dict(value)
+    raise AssertionError(tp)  # pragma: no cover
+
+
+def parse_params(cls: type[Any], raw: Any) -> Any:
+    """Validate ``raw`` (a JSON object, or null) into ``cls``; raise :class:`InvalidParams`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidParams("params", "must be an object")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for a in attrs.fields(cls):
+        key = camel(a.name)
+        tp = hints[a.name]
+        if key not in raw or (raw[key] is None and a.default is not attrs.NOTHING):
+            if a.default is attrs.NOTHING:
+                raise InvalidParams(key, "is required")
+            continue
+        kwargs[a.name] = _check(raw[key], tp, key)
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@attrs.define
+class RunInfo:
+    """One run, as in results and ``sidecar/runUpdate``."""
+
+    run_id: str
+    """Unique id (UUID string)."""
+    command: str
+    """Command name."""
+    state: str
+    """``pending`` | ``running`` | ``success`` | ``failed`` | ``cancelled``."""
+    trigger_chain: list[str]
+    """Events that led to this run, oldest first (empty for a manual ``sidecar/run``)."""
+    trigger_event: str | None = None
+    """The event that started it (last of the chain), null for a manual run."""
+    exit_code: int | None = None
+    """Exit status once known (negative: killed by that signal)."""
+    start_time: str | None = None
+    """ISO 8601 local time the run started running."""
+    end_time: str | None = None
+    """ISO 8601 local time the run finished."""
+    duration_secs: float | None = None
+    """Seconds from start to end (final runs only)."""
+    comment: str = ""
+    """Why it was cancelled etc. (e.g. ``cancel_on_trigger:stop``)."""
+    error: str | None = None
+    """Why it failed (``Command exited with code 1``, timeout, spawn error)."""
+    resolved_command: str | None = None
+    """The command line after variable substitution."""
+    output_size: int = 0
+    """Bytes of output so far (total when final)."""
+    output_file: str | None = None
+    """Path of the stored output file when output storage is on."""
+
+
+@attrs.define
+class RunUpdate(RunInfo):
+    """``sidecar/runUpdate``: a :class:`RunInfo` plus the state it left."""
+
+    previous: str | None = None
+    """State before this change; null for a new run (state ``pending``)."""
+
+
+@attrs.define
+class CommandInfo:
+    name: str
+    """Command name."""
+    command: str
+    """Command template as configured."""
+    triggers: list[str]
+    """Trigger patterns that start it."""
+    cancel_on_triggers: list[str]
+    """Trigger patterns that cancel it."""
+    max_concurrent: int
+    """0 = unlimited."""
+    on_retrigger: str
+    """``cancel_and_restart`` | ``ignore``."""
+    debounce_in_ms: int
+    """Debounce window."""
+    timeout_secs: int | None
+    """Run timeout."""
+    state: str
+    """``never_run`` | ``running`` | the last run's state."""
+    active_run_ids: list[str]
+    """Runs in progress."""
+    source: str | None = None
+    """Config file it came from."""
+
+
+@attrs.define
+class CommandsResult:
+    commands: list[CommandInfo]
+    """Every configured command, in config order."""
+    config_files: list[str]
+    """Config files loaded."""
+    on_save: dict[str, list[str]]
+    """The ``[on_save]`` table: glob → triggers."""
+
+
+@attrs.define
+class SkippedInfo:
+    command: str
+    """Command that did not start."""
+    reason: str
+    """``debounce`` | ``concurrency_limit`` | ``variable_error`` | ``shutting_down``."""
+    message: str
+    """Human-readable detail."""
+
+
+@attrs.define
+class TriggerResultWire:
+    event: str
+    """The event fired."""
+    started: list[RunInfo]
+    """Runs it started directly (chained runs are announced by notifications)."""
+    skipped: list[SkippedInfo]
+    """Commands it would have started but did not, with why."""
+    cancelled: list[str]
+    """Commands whose runs it cancelled (``cancel_on_triggers``)."""
+
+
+@attrs.define
+class RunResultWire:
+    run: RunInfo
+    """The run (final when waited for and not timed out)."""
+    timed_out: bool = False
+    """True when ``wait`` gave up after ``timeoutMs`` (the run goes on)."""
+
+
+@attrs.define
+class CancelResult:
+    cancelled: int
+    """Number of runs that were active and are now cancelled."""
+
+
+@attrs.define
+class CommandStatusInfo:
+    name: str
+    state: str
+    """``never_run`` | ``running`` | last run's state."""
+    active_count: int
+    """Runs in progress."""
+    active_runs: list[RunInfo]
+    """The runs in progress."""
+    last_run: RunInfo | None = None
+    """The latest run (active or finished)."""
+
+
+@attrs.define
+class StatusResult:
+    commands: list[CommandStatusInfo]
+
+
+@attrs.define
+class HistoryResult:
+    runs: list[RunInfo]
+    """Finished runs kept in memory, most recent first."""
+
+
+@attrs.define
+class ReadOutputResult:
+    run_id: str
+    text: str
+    """The bytes read, decoded as UTF-8 (invalid sequences replaced)."""
+    offset: int
+    """Byte offset of ``text`` (as requested)."""
+    size: int
+    """Number of bytes read (may be less than asked: end of output or the 4 MiB cap)."""
+    total_size: int
+    """Bytes of output so far."""
+    final: bool
+    """True once the run is final: ``totalSize`` will not grow any more."""
+
+
+@attrs.define
+class PreviewResult:
+    command: str
+    """Command name."""
+    resolved: str
+    """The command line after variable substitution."""
+    cwd: str | None
+    """Working directory."""
+    vars: dict[str, str]
+    """Variables used and their values."""
+    argv: list[str] | None = None
+    """Argument vector when exec'd directly; null when run through ``/bin/sh -c``."""
+    timeout_secs: int | None = None
+
+
+@attrs.define
+class TriggerGraphResult:
+    triggers: dict[str, list[str]]
+    """Trigger pattern → commands it starts."""
+    cancels: dict[str, list[str]]
+    """Trigger pattern → commands it cancels."""
+    on_save: dict[str, list[str]]
+    """Glob → triggers a save fires."""
+
+
+@attrs.define
+class ReloadResult:
+    ok: bool
+    """False when the config is broken: the previous good one stays in use."""
+    commands: list[str]
+    """Commands now configured."""
+    config_files: list[str]
+    """Config files in use."""
+    message: str = ""
+    """What went wrong (when ``ok`` is false)."""
+
+
+@attrs.define
+class OutputFilterResult:
+    enabled_default: bool
+    """Whether runs not named in any filter get chunks."""
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+@attrs.define
+class EventNotification:
+    """``sidecar/event``: a trigger fired."""
+
+    name: str
+    """The event name (``changes_applied``, ``command_success:Lint``…)."""
+    kind: str
+    """``trigger`` (from a client or a save), ``auto`` (``command_*:X``) or ``lifecycle``."""
+    chain: list[str]
+    """Trigger chain leading here, ending with ``name``."""
+    time: str
+    """ISO 8601 local time."""
+    run_id: str | None = None
+    """For auto events: the run that emitted it."""
+    command: str | None = None
+    """For auto events: that run's command."""
+
+
+@attrs.define
+class OutputChunk:
+    """``sidecar/outputChunk``: output bytes ``[offset, offset+size)`` of one run."""
+
+    run_id: str
+    command: str
+    seq: int
+    """Per run, from 0, +1 for each chunk sent (no gaps in seq)."""
+    offset: int
+    """Byte offset of the first byte in the run's output."""
+    size: int
+    """Number of output bytes this chunk covers."""
+    text: str
+    """Those bytes decoded as UTF-8 (empty when ``dropped``)."""
+    dropped: bool = False
+    """True: the bytes were not sent (backpressure); fetch with ``sidecar/readOutput``."""
+
+
+# --------------------------------------------------------------------------- initializationOptions
+
+
+OutputChunksMode = Literal["all", "none"]
+
+
+@attrs.define
+class InitializationOptions:
+    """``initialize.params.initializationOptions`` (all optional)."""
+
+    config_files: list[str] = attrs.field(factory=list)
+    """Config files to load (relative to the workspace root); several merge. Default: find
+    ``sidecar.toml`` or ``cmdorc.toml`` in the root."""
+    output_chunks: str = "all"
+    """``all``: send ``sidecar/outputChunk``; ``none``: never (use ``sidecar/readOutput``)."""
+    progress: bool = True
+    """Create a ``$/progress`` token per run when the client supports workDoneProgress."""
+    chunk_interval_ms: int = 30
+    """Flush interval of coalesced output (1..1000)."""
+    chunk_max_bytes: int = 32768
+    """Flush a run's buffer once it holds this many bytes (1024..1048576)."""
+    max_pending_bytes: int = 4 << 20
+    """Backpressure cap: bytes queued for the client above which chunk text is dropped
+    (65536..268435456)."""
+
+
+OPTION_RANGES: dict[str, tuple[int, int]] = {
+    "chunk_interval_ms": (1, 1000),
+    "chunk_max_bytes": (1024, 1 << 20),
+    "max_pending_bytes": (1 << 16, 1 << 28),
+}
+
+
+def parse_initialization_options(raw: Any) -> tuple[InitializationOptions, list[str]]:
+    """Options plus a list of problems (each: an option that fell back to its default)."""
+    opts = InitializationOptions()
+    problems: list[str] = []
+    if raw is None:
+        return opts, problems
+    if not isinstance(raw, dict):
+        return opts, ["initializationOptions must be an object"]
+    hints = typing.get_type_hints(InitializationOptions)
+    for a in attrs.fields(InitializationOptions):
+        key = camel(a.name)
+        if key not in raw or raw[key] is None:
+            continue
+        try:
+            value = _check(raw[key], hints[a.name], key)
+        except InvalidParams as exc:
+            problems.append(f"{exc.field}: {str(exc).split(': ', 2)[-1]}; using the default")
+            continue
+        if a.name == "output_chunks" and value not in ("all", "none"):
+            problems.append(f"{key}: must be \"all\" or \"none\"; using the default")
+            continue
+        if a.name in OPTION_RANGES:
+            lo, hi = OPTION_RANGES[a.name]
+            if not lo <= value <= hi:
+                problems.append(f"{key}: must be between {lo} and {hi}; using the default")
+                continue
+        setattr(opts, a.name, value)
+    return opts, problems
