@@ -196,7 +196,8 @@ def _type_ok(value: Any, kind: str) -> bool:
 def _wrong_type(path: KeyPath, kind: str, value: Any) -> PathProblem:
     return PathProblem(
         path, "value", Severity.ERROR, "wrong-type",
-        f"'{path[-1]}' must be a {kind}, not {type(value).__name__}",
+        f"'{path[-1]}' must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
+        f"not {type(value).__name__}",
     )
 
 

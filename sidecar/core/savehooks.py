@@ -2,7 +2,7 @@
 
 Globs are relative to the config's directory, ``/``-separated: ``*`` matches within one path
 segment, ``**`` any number of segments (``src/**/*.py`` matches ``src/a.py`` and
-``src/x/y/a.py``), ``?`` one character, ``[abc]`` a class. A glob without ``/`` matches the
+``src/x/y/a.py``), ``?`` one character, ``[abc]`` / ``[!abc]`` a class. A glob without ``/`` matches the
 file name at any depth (``*.py``), like ``.gitignore``.
 """
 
@@ -20,17 +20,20 @@ SAVED_FILE_RELATIVE = "saved_file_relative"
 
 @lru_cache(maxsize=512)
 def _glob_regex(glob: str) -> re.Pattern[str]:
-    if "/" not in glob.strip("/"):
-        glob = "**/" + glob.strip("/")
-    out = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
+    pat = glob.strip().lstrip("/")
+    if pat.startswith("./"):
+        pat = pat[2:]
+    if "/" not in pat:
+        pat = "**/" + pat
+    out: list[str] = []
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        if pat.startswith("**/", i):
             out.append("(?:[^/]+/)*")
             i += 3
             continue
-        if glob.startswith("**", i):
+        if pat.startswith("**", i):
             out.append(".*")
             i += 2
             continue
@@ -39,16 +42,19 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = glob.find("]", i + 1)
+            end = pat.find("]", i + 2 if pat.startswith("[!", i) else i + 1)
             if end < 0:
                 out.append(re.escape(c))
             else:
-                out.append("[" + glob[i + 1:end].replace("!", "^", 1) + "]")
+                body = pat[i + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
                 i = end
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out).lstrip("/"))
+    return re.compile("".join(out))
 
 
 def glob_matches(glob: str, relative_path: str) -> bool:

@@ -404,12 +404,12 @@ class ConfigFeatures:
             if cmd.doc is not doc or cmd.header is None:
                 continue
             children = [self._var_symbol(doc, d) for d in cmd.vars.values() if d.span is not None]
-            for kind, values in (("trigger", cmd.triggers),
+            for role, values in (("trigger", cmd.triggers),
                                  ("cancel on trigger", cmd.cancel_on_triggers)):
                 for value in values:
                     if value.span is not None and value.text:
                         children.append(types.DocumentSymbol(
-                            name=value.text, kind=types.SymbolKind.Event, detail=kind,
+                            name=value.text, kind=types.SymbolKind.Event, detail=role,
                             range=self._range(doc, value.span),
                             selection_range=self._range(doc, value.span)))
             children.sort(key=lambda c: (c.range.start.line, c.range.start.character))
@@ -418,8 +418,8 @@ class ConfigFeatures:
                 range=self._range(doc, cmd.extent),
                 selection_range=self._range(doc, cmd.name_span or cmd.header),
                 children=children or None))
-        for table, kind in (("output_storage", types.SymbolKind.Struct),
-                            ("on_save", types.SymbolKind.Object)):
+        for table, table_kind in (("output_storage", types.SymbolKind.Struct),
+                                  ("on_save", types.SymbolKind.Object)):
             header = doc.index.locate_exact((table,), "key")
             if header is None:
                 continue
@@ -432,7 +432,7 @@ class ConfigFeatures:
                         end = span
             extent = Span(header.line, header.column, end.end_line, end.end_column)
             out.append(types.DocumentSymbol(
-                name=table, kind=kind, range=self._range(doc, extent),
+                name=table, kind=table_kind, range=self._range(doc, extent),
                 selection_range=self._range(doc, header)))
         out.sort(key=lambda s: (s.range.start.line, s.range.start.character))
         return out

@@ -2,13 +2,15 @@
 
 pygls' own ``StdoutWriter`` writes and flushes synchronously on the event loop: a client that
 stops reading fills the pipe and freezes the whole server (and with it every command whose
-output the loop reads). :class:`QueueWriter` instead queues encoded messages and writes them
-from a daemon thread; :attr:`QueueWriter.pending_bytes` is what the output streamer checks for
-its backpressure cap (see protocol.md, "Backpressure").
+output the loop reads). Here stdout and stdin are asyncio pipe transports
+(:func:`open_stdio`): a write goes straight to the pipe when it has room and is buffered by the
+transport otherwise; :attr:`pending_bytes` is what the output streamer checks for its
+backpressure cap (see protocol.md, "Backpressure"). Bodies of ``Content-Length``-framed
+messages are parsed on the loop as they arrive; end of input (the client closed the pipe or
+died) is reported through ``on_eof``.
 
-:class:`FrameReader` reads LSP-framed messages (``Content-Length`` headers) from stdin in a
-daemon thread and hands each body to the loop; end of input (the client closed the pipe or
-died) is reported through ``on_eof``. Daemon threads never keep the process alive at exit.
+Streams that are not pipes, sockets or character devices (a regular file, say) fall back to
+:class:`QueueWriter` / :class:`FrameReader`, which do the same from daemon threads.
 """
 
 from __future__ import annotations
@@ -198,3 +200,160 @@ class FrameReader:
             logger.debug("stdin closed", exc_info=True)
         finally:
             self._post(self._on_eof)
+
+
+class FrameParser:
+    """Incremental ``Content-Length`` frame parser: feed bytes, get message bodies."""
+
+    def __init__(self, on_body: Callable[[bytes], None]) -> None:
+        self._buf = bytearray()
+        self._length = -1
+        self._on_body = on_body
+
+    def feed(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        while True:
+            if self._length < 0:
+                end = buf.find(b"\r\n\r\n")
+                sep = 4
+                if end < 0:
+                    end = buf.find(b"\n\n")
+                    sep = 2
+                    if end < 0:
+                        return
+                length = -1
+                for line in bytes(buf[:end]).splitlines():
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        try:
+                            length = int(value.strip())
+                        except ValueError:
+                            length = -1
+                del buf[: end + sep]
+                if length < 0:
+                    logger.warning("dropping a message without a valid Content-Length")
+                    continue
+                self._length = length
+            if len(buf) < self._length:
+                return
+            body = bytes(buf[: self._length])
+            del buf[: self._length]
+            self._length = -1
+            self._on_body(body)
+
+
+class _ReadProtocol(asyncio.Protocol):
+    def __init__(self, on_body: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+        self._parser = FrameParser(on_body)
+        self._on_eof = on_eof
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_eof()
+
+
+class _WriteProtocol(asyncio.Protocol):
+    def __init__(self, on_broken: Callable[[], None] | None) -> None:
+        self._on_broken = on_broken
+        self.lost = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._on_broken is not None:
+            self._on_broken()
+
+
+class TransportWriter:
+    """pygls writer interface (``write(bytes)``, ``close()``) over an asyncio write pipe.
+
+    Messages written during one turn of the event loop go out in one system call (a response
+    and the notifications it caused reach the client together)."""
+
+    def __init__(self, transport: asyncio.WriteTransport, protocol: _WriteProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._batch: list[bytes] = []
+        self._batched = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._transport.get_write_buffer_size() + self._batched
+
+    @property
+    def broken(self) -> bool:
+        return self._protocol.lost or self._transport.is_closing()
+
+    def write(self, data: bytes) -> None:
+        if self.broken:
+            return
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append(data)
+        self._batched += len(data)
+
+    def _flush(self) -> None:
+        batch, self._batch, self._batched = self._batch, [], 0
+        if batch and not self.broken:
+            self._transport.write(b"".join(batch))
+
+    def close(self) -> None:
+        """Closing waits for buffered data; :meth:`drain` bounds that wait."""
+
+    async def drain(self, timeout: float = 2.0) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._flush()
+        while self.pending_bytes and not self.broken and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.pending_bytes
+
+
+class ThreadWriterAdapter:
+    """:class:`QueueWriter` with the same async ``drain`` as :class:`TransportWriter`."""
+
+    def __init__(self, writer: QueueWriter) -> None:
+        self._writer = writer
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._writer.pending_bytes
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    async def drain(self, timeout: float = 2.0) -> bool:
+        self._writer.close()
+        return await asyncio.get_running_loop().run_in_executor(None, self._writer.flush,
+                                                                timeout)
+
+
+Writer = TransportWriter | ThreadWriterAdapter
+
+
+async def open_stdio(
+    stdin: BinaryIO, stdout: BinaryIO, on_body: Callable[[bytes], None],
+    on_eof: Callable[[], None], on_broken: Callable[[], None],
+) -> Writer:
+    """Start reading framed messages from ``stdin``; return a writer for ``stdout``."""
+    loop = asyncio.get_running_loop()
+    writer: Writer
+    try:
+        transport, wproto = await loop.connect_write_pipe(lambda: _WriteProtocol(on_broken),
+                                                          stdout)
+        writer = TransportWriter(transport, wproto)
+    except (ValueError, OSError, AttributeError):
+        writer = ThreadWriterAdapter(QueueWriter(stdout, on_broken=on_broken))
+    try:
+        await loop.connect_read_pipe(lambda: _ReadProtocol(on_body, on_eof), stdin)
+    except (ValueError, OSError, AttributeError):
+        FrameReader(stdin, loop, on_body, on_eof).start()
+    return writer

@@ -110,7 +110,7 @@ def _make_converter() -> cattrs.Converter:
 
     def factory(cls: type[Any]) -> Any:
         overrides = {a.name: override(rename=camel(a.name)) for a in attrs.fields(cls)}
-        return make_dict_unstructure_fn(cls, conv, **overrides)
+        return make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
 
     conv.register_unstructure_hook_factory(attrs.has, factory)
     return conv
@@ -268,13 +268,23 @@ def _check(value: Any, tp: Any, field: str) -> Any:
     raise AssertionError(tp)  # pragma: no cover
 
 
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(cls: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
+
+
 def parse_params(cls: type[Any], raw: Any) -> Any:
     """Validate ``raw`` (a JSON object, or null) into ``cls``; raise :class:`InvalidParams`."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise InvalidParams("params", "must be an object")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for a in attrs.fields(cls):
         key = camel(a.name)

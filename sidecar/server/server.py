@@ -63,10 +63,10 @@ from sidecar.core import (
 from sidecar.core.config import find_config_files, load_configs
 from sidecar.core.events import Event, OutputEvent, RunEvent, TriggerEvent
 from sidecar.core.runs import RunHandle, RunResult
+from sidecar.core.savehooks import triggers_for_save
 
 from . import protocol as P
-from .globs import glob_match
-from .io import FrameReader, QueueWriter
+from .io import Writer, open_stdio
 from .streams import ChunkStreamer
 
 logger = logging.getLogger("sidecar.server")
@@ -171,7 +171,7 @@ class SidecarProtocol(LanguageServerProtocol):
         self._server._response_sent(msg_id)
 
     @lsp_method(lsp.EXIT)
-    def lsp_exit(self, *args: Any) -> None:
+    def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]
         self._server._request_stop(0 if self._shutdown else 1)
 
 
@@ -186,7 +186,7 @@ class SidecarServer(LanguageServer):
         self.config: RunnerConfig | None = None
         self.config_error: str | None = None
         self.config_workspace: Any = None
-        self.writer: QueueWriter | None = None
+        self.writer: Writer | None = None
         self.streamer = ChunkStreamer(self._emit_chunk, self._pending_bytes, interval_ms=30,
                                       max_bytes=32768, max_pending=4 << 20, enabled=True)
         self._progress_enabled = False
@@ -382,7 +382,7 @@ class SidecarServer(LanguageServer):
                 logger.exception("ConfigWorkspace failed; using the fallback loader")
                 self.config_workspace = FallbackConfigWorkspace(self)
         try:
-            from . import config_features  # type: ignore[attr-defined]
+            from . import config_features
         except ImportError:
             return
         try:
@@ -408,6 +408,7 @@ class SidecarServer(LanguageServer):
 
     def reload(self) -> P.ReloadResult:
         """Reload the configuration; on failure keep the last good one and tell the user."""
+        err: str | None
         try:
             cfg = self.config_workspace.reload()
         except Exception as exc:
@@ -466,20 +467,13 @@ class SidecarServer(LanguageServer):
         self._fired[key] = mtime
         if len(self._fired) > 4096:
             self._fired.clear()
-        base = (cfg.base_dir or self.root).resolve()
-        try:
-            rel = path.relative_to(base).as_posix()
-        except ValueError:
-            return
-        triggers: list[str] = []
-        for glob, names in cfg.on_save.items():
-            if glob_match(glob, rel):
-                triggers.extend(t for t in names if t not in triggers)
+        triggers, save_vars = triggers_for_save(cfg.on_save, (cfg.base_dir or self.root).resolve(),
+                                                path)
         for t in triggers:
             try:
-                await orch.trigger(t, vars={"saved_file": str(path), "saved_file_relative": rel})
+                await orch.trigger(t, vars=save_vars)
             except CmdorcError as exc:
-                logger.warning("save hook %s for %s: %s", t, rel, exc)
+                logger.warning("save hook %s for %s: %s", t, path, exc)
 
     # ================================================================= lifecycle
     def _request_stop(self, code: int) -> None:
@@ -536,7 +530,7 @@ class SidecarServer(LanguageServer):
                     from cattrs import transform_error
 
                     detail = "; ".join(_field_message(m)
-                                       for m in transform_error(cause, path="$"))  # type: ignore[arg-type]
+                                       for m in transform_error(cause, path="$"))
                 except Exception:
                     detail = str(cause)
             self._send_error(raw["id"], P.E_INVALID_PARAMS, f"invalid params: {detail}".rstrip(": "))
@@ -556,17 +550,12 @@ class SidecarServer(LanguageServer):
         self._loop = loop
         self._stop = asyncio.Event()
 
-        def broken() -> None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_eof)
-
-        self.writer = QueueWriter(stdout, on_broken=broken)
+        self.writer = await open_stdio(stdin, stdout, self._on_body, self._on_eof,
+                                       self._on_eof)
         self.protocol.set_writer(self.writer)
-        reader = FrameReader(stdin, loop, self._on_body, self._on_eof)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._request_stop, 0)
-        reader.start()
         try:
             await self._stop.wait()
         finally:
@@ -578,9 +567,7 @@ class SidecarServer(LanguageServer):
                 await asyncio.wait(list(self._tasks), timeout=1.0)
             for gate in list(self._gates.values()):
                 self._release(gate)
-            writer = self.writer
-            writer.close()
-            await loop.run_in_executor(None, writer.flush, 2.0)
+            await self.writer.drain(2.0)
         return self._exit_code
 
 

@@ -154,6 +154,8 @@ class ConfigWorkspace:
         self.disk_report: CheckReport | None = None
         #: the files the last live check saw, in config order
         self.loaded: list[LoadedFile] = []
+        #: why the last :meth:`reload` has no config beyond its problems (no config file)
+        self.last_error: str | None = None
         #: incremented on every live check (cache key for features)
         self.generation = 0
         self._published: set[str] = set()  # uris with a non-empty diagnostic list out there
@@ -304,6 +306,11 @@ class ConfigWorkspace:
         state (open documents' text wins), which equals the disk state right after a save.
         """
         self._discover()
+        if not self.files:
+            self.last_error = (f"no {' or '.join(CONFIG_FILE_NAMES)} in {self.root}"
+                               if self._explicit is None else "no config files given")
+        else:
+            self.last_error = None
         disk = self._load(live=False)
         self.disk_report = check_files(disk) if disk else CheckReport(None)
         live_differs = any(
@@ -394,8 +401,10 @@ class ConfigWorkspace:
     # ---- helpers for features -------------------------------------------------------------
 
     def errors(self) -> list[Problem]:
-        return [p for p in (self.report.problems if self.report else [])
-                if p.severity == Severity.ERROR]
+        """The errors of the last :meth:`reload` (the files on disk), else of the last live
+        check: why ``reload()`` returned None."""
+        report = self.disk_report if self.disk_report is not None else self.report
+        return [p for p in (report.problems if report else []) if p.severity == Severity.ERROR]
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +23,12 @@ from typing import Any
 
 from lsprotocol import types
 
-SERVER_COMMAND: list[str] = [sys.executable, str(Path(__file__).resolve())]
+#: How the config-feature tests start a server. ``SIDECAR_TEST_SERVER=real`` runs them
+#: against the real server instead of this module's.
+SERVER_COMMAND: list[str] = (
+    [sys.executable, "-m", "sidecar", "serve"] if os.environ.get("SIDECAR_TEST_SERVER") == "real"
+    else [sys.executable, str(Path(__file__).resolve())]
+)
 WAIT_TIMEOUT = 10.0
 
 
@@ -31,12 +37,7 @@ WAIT_TIMEOUT = 10.0
 # --------------------------------------------------------------------------------------------
 
 
-def config_args(paths: list[Path]) -> list[str]:
-    """Launcher arguments naming explicit config files (merged in this order)."""
-    return [arg for path in paths for arg in ("--config", str(path))]
-
-
-def build_server(argv: list[str]) -> Any:
+def build_server() -> Any:
     from pygls.lsp.server import LanguageServer
     from pygls.uris import to_fs_path
 
@@ -44,8 +45,7 @@ def build_server(argv: list[str]) -> Any:
     from sidecar.server import config_features, workspace_config
 
     server = LanguageServer("sidecar-features-test", "0")
-    explicit = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--config"]
-    workspace = workspace_config.ConfigWorkspace(server, Path.cwd(), explicit or None)
+    workspace = workspace_config.ConfigWorkspace(server, Path.cwd(), None)
     state: dict[str, Any] = {"orchestrator": None}
 
     def get_orchestrator() -> CommandOrchestrator | None:
@@ -68,7 +68,10 @@ def build_server(argv: list[str]) -> Any:
         root = Path.cwd()
         if params.root_uri:
             root = Path(to_fs_path(params.root_uri) or root)
-        workspace.configure(root, explicit or None)
+        # Explicit config files, as the real server takes them: initializationOptions.
+        options = params.initialization_options
+        files = options.get("configFiles") if isinstance(options, dict) else None
+        workspace.configure(root, [Path(f) for f in files] if files else None)
 
     @server.feature(types.INITIALIZED)
     def initialized(params: types.InitializedParams) -> None:
@@ -243,22 +246,24 @@ class Session:
 async def open_session(
     root: Path, files: dict[str, str], *,
     capabilities: types.ClientCapabilities | None = None,
-    command: list[str] | None = None,
+    config_files: list[str] | None = None,
 ) -> AsyncIterator[Session]:
-    """Write ``files`` into ``root``, start the server there and initialize it."""
+    """Write ``files`` into ``root``, start the server and initialize it with ``root`` as the
+    workspace; ``config_files`` (relative to root, merged in order) instead of discovery."""
     from pytest_lsp import ClientServerConfig
 
     root = root.resolve()
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text, encoding="utf-8")
-    client = await ClientServerConfig(server_command=command or SERVER_COMMAND).start()
+    client = await ClientServerConfig(server_command=SERVER_COMMAND).start()
     session = Session(client, root)
     try:
         await client.initialize_session(types.InitializeParams(
             capabilities=capabilities or client_capabilities(),
             root_uri=root.as_uri(),
             workspace_folders=[types.WorkspaceFolder(uri=root.as_uri(), name=root.name)],
+            initialization_options={"configFiles": config_files} if config_files else None,
         ))
         yield session
         await asyncio.wait_for(client.shutdown_session(), WAIT_TIMEOUT)
@@ -273,4 +278,4 @@ async def open_session(
 
 
 if __name__ == "__main__":
-    build_server(sys.argv[1:]).start_io()
+    build_server().start_io()

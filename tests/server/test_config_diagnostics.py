@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _features_server import Session, config_args, open_session
+from _features_server import Session, open_session
 from lsprotocol import types
 
 pytestmark = pytest.mark.timeout(30)
@@ -219,10 +219,7 @@ async def test_diagnostics_follow_unsaved_text_not_disk(session: Session, tmp_pa
 async def test_duplicate_command_across_two_files(tmp_path: Path) -> None:
     root = tmp_path.resolve()
     files = {"a.toml": CLEAN, "b.toml": DEPLOY}
-    from _features_server import SERVER_COMMAND
-
-    command = [*SERVER_COMMAND, *config_args([root / "a.toml", root / "b.toml"])]
-    async with open_session(root, files, command=command) as s:
+    async with open_session(root, files, config_files=["a.toml", "b.toml"]) as s:
         mark = s.mark()
         version = s.open("a.toml")
         assert await s.diagnostics("a.toml", since=mark, version=version) == []
@@ -250,12 +247,9 @@ async def test_duplicate_command_across_two_files(tmp_path: Path) -> None:
 
 
 async def test_variable_override_across_files_is_a_warning(tmp_path: Path) -> None:
-    from _features_server import SERVER_COMMAND
-
     root = tmp_path.resolve()
     files = {"a.toml": CLEAN, "b.toml": '[variables]\nsrc = "lib"\n'}
-    command = [*SERVER_COMMAND, *config_args([root / "a.toml", root / "b.toml"])]
-    async with open_session(root, files, command=command) as s:
+    async with open_session(root, files, config_files=["a.toml", "b.toml"]) as s:
         diags = await s.diagnostics("b.toml")
         assert summary(diags) == [("variable-override", rng(1, 0, 3), 2)]
         assert diags[0].related_information is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _features_server import SERVER_COMMAND, Session, config_args, open_session
+from _features_server import Session, open_session
 from lsprotocol import types
 
 pytestmark = pytest.mark.timeout(30)
@@ -431,8 +431,7 @@ async def test_definition_across_files(tmp_path: Path) -> None:
     files = {"a.toml": FEAT,
              "b.toml": '[[command]]\nname = "Deploy"\ncommand = "echo {{ root }}"\n'
                        'triggers = ["command_success:Report"]\n'}
-    command = [*SERVER_COMMAND, *config_args([root / "a.toml", root / "b.toml"])]
-    async with open_session(root, files, command=command) as s:
+    async with open_session(root, files, config_files=["a.toml", "b.toml"]) as s:
         mark = s.mark()
         version = s.open("b.toml")
         assert await s.diagnostics("b.toml", since=mark, version=version) == []
