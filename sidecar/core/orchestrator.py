@@ -108,6 +108,7 @@ class CommandOrchestrator:
         self._resolved_cache: dict[tuple[int, tuple[tuple[str, str], ...]],
                                    tuple[CommandConfig, ResolvedCommand]] = {}
         self._started = False
+        self._shutdown_task: asyncio.Future[dict[str, Any]] | None = None
         self._shutting_down = False
         self._is_shutdown = False
         for cmd in config.commands:
@@ -218,9 +219,16 @@ class CommandOrchestrator:
 
     async def shutdown(self, timeout: float = 30.0, cancel_running: bool = True) -> dict[str, Any]:
         """Emit ``orchestrator_shutdown``, then cancel (or wait for) every run."""
-        if self._is_shutdown or self._shutting_down:
-            logger.warning("Shutdown already called")
+        if self._shutdown_task is not None:
+            # A concurrent second call (a client's shutdown, then exit) waits for the first;
+            # a later one has nothing left to do.
+            if not self._shutdown_task.done():
+                await asyncio.shield(self._shutdown_task)
             return {"cancelled_count": 0, "completed_count": 0, "timeout_expired": False}
+        self._shutdown_task = asyncio.ensure_future(self._shutdown(timeout, cancel_running))
+        return dict(await asyncio.shield(self._shutdown_task))
+
+    async def _shutdown(self, timeout: float, cancel_running: bool) -> dict[str, Any]:
         self._shutting_down = True
         started: list[RunHandle] = []
         try:

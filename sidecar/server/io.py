@@ -262,6 +262,16 @@ class _WriteProtocol(asyncio.Protocol):
     def __init__(self, on_broken: Callable[[], None] | None) -> None:
         self._on_broken = on_broken
         self.lost = False
+        self.writer: TransportWriter | None = None
+
+    def pause_writing(self) -> None:
+        if self.writer is not None:
+            self.writer._paused = True
+
+    def resume_writing(self) -> None:
+        if self.writer is not None:
+            self.writer._paused = False
+            self.writer._drain_queue()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -273,17 +283,28 @@ class TransportWriter:
     """pygls writer interface (``write(bytes)``, ``close()``) over an asyncio write pipe.
 
     Messages written during one turn of the event loop go out in one system call (a response
-    and the notifications it caused reach the client together)."""
+    and the notifications it caused reach the client together). The transport's own buffer is
+    kept small with flow control (its bytearray buffer copies on every partial write); while
+    the client is slow, messages wait in a queue of their own."""
+
+    HIGH_WATER = 256 << 10
+    LOW_WATER = 64 << 10
 
     def __init__(self, transport: asyncio.WriteTransport, protocol: _WriteProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        protocol.writer = self
+        transport.set_write_buffer_limits(high=self.HIGH_WATER, low=self.LOW_WATER)
         self._batch: list[bytes] = []
         self._batched = 0
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._paused = False
 
     @property
     def pending_bytes(self) -> int:
-        return self._transport.get_write_buffer_size() + self._batched
+        """Bytes accepted and not yet written to the client."""
+        return self._transport.get_write_buffer_size() + self._batched + self._queued
 
     @property
     def broken(self) -> bool:
@@ -299,21 +320,32 @@ class TransportWriter:
 
     def _flush(self) -> None:
         batch, self._batch, self._batched = self._batch, [], 0
-        if batch and not self.broken:
-            self._transport.write(b"".join(batch))
+        if not batch or self.broken:
+            return
+        data = b"".join(batch)
+        if self._paused or self._queue:
+            self._queue.append(data)
+            self._queued += len(data)
+        else:
+            self._transport.write(data)
+
+    def _drain_queue(self) -> None:
+        while self._queue and not self._paused and not self.broken:
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            self._transport.write(data)
 
     def close(self) -> None:
-        """Closing waits for buffered data; :meth:`drain` bounds that wait."""
+        """Nothing to do: :meth:`drain` bounds the wait for what is buffered."""
 
     async def drain(self, timeout: float = 2.0) -> bool:
+        """Wait (up to ``timeout``) until everything is written; True if it was."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         self._flush()
         while self.pending_bytes and not self.broken and loop.time() < deadline:
             await asyncio.sleep(0.01)
         return not self.pending_bytes
-
-
 class ThreadWriterAdapter:
     """:class:`QueueWriter` with the same async ``drain`` as :class:`TransportWriter`."""
 
@@ -339,6 +371,20 @@ class ThreadWriterAdapter:
 Writer = TransportWriter | ThreadWriterAdapter
 
 
+F_SETPIPE_SZ = 1031  # Linux
+
+
+def _grow_pipe(stream: BinaryIO, size: int = 1 << 20) -> None:
+    """Ask for a 1 MiB pipe buffer (Linux's default is 64 KiB): fewer wake-ups for both
+    sides when output streams fast. Best effort."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, size)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
+
+
 async def open_stdio(
     stdin: BinaryIO, stdout: BinaryIO, on_body: Callable[[bytes], None],
     on_eof: Callable[[], None], on_broken: Callable[[], None],
@@ -346,6 +392,7 @@ async def open_stdio(
     """Start reading framed messages from ``stdin``; return a writer for ``stdout``."""
     loop = asyncio.get_running_loop()
     writer: Writer
+    _grow_pipe(stdout)
     try:
         transport, wproto = await loop.connect_write_pipe(lambda: _WriteProtocol(on_broken),
                                                           stdout)

@@ -137,8 +137,9 @@ async def test_stalled_client_large_output_bounded(root: Path) -> None:
     write_config(root, f"""
     [[command]]
     name = "Big"
-    command = "sh -c 'yes 0123456789abcdef | head -c {total}'"
+    command = "sh -c 'yes 0123456789abcdef | head -c {total}; touch finished'"
     """)
+    finished = root / "finished"
     raw = await RawClient.spawn()
     proc = psutil.Process(raw.proc.pid)
     try:
@@ -147,18 +148,18 @@ async def test_stalled_client_large_output_bounded(root: Path) -> None:
         await raw.read_until(lambda m: m.get("id") == i)
         base_rss = proc.memory_info().rss
         raw.send("sidecar/run", {"command": "Big"})
-        # Stall: read nothing while the command runs; sample the server's RSS meanwhile.
+        # Stall: read nothing while the command runs (it may well finish before the first
+        # sample: it only waits on the server); sample the server's RSS meanwhile.
         peak = base_rss
         deadline = time.monotonic() + 30
-        started = False
         while time.monotonic() < deadline:
             peak = max(peak, proc.memory_info().rss)
-            kids = [p for p in _descendants(raw.proc.pid) if not _is_reaper(p)]
-            started = started or bool(kids)
-            if started and not kids:
+            if finished.exists() and not [p for p in _descendants(raw.proc.pid)
+                                          if not _is_reaper(p)]:
                 break
             await asyncio.sleep(0.05)
-        assert started and not [p for p in _descendants(raw.proc.pid) if not _is_reaper(p)], \
+        assert finished.exists() and not [p for p in _descendants(raw.proc.pid)
+                                          if not _is_reaper(p)], \
             "command did not finish while the client was stalled"
         growth = (peak - base_rss) / (1 << 20)
         assert growth < 40, f"server RSS grew by {growth:.1f} MiB"
