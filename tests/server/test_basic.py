@@ -192,6 +192,11 @@ debounce_in_ms = 0
 name = "Deb"
 command = "true"
 debounce_in_ms = 60000
+
+[[command]]
+name = "NeedsTarget"
+command = "echo deploy {{ target }}"
+triggers = ["deploy"]
 """)
     async with start(root) as client:
         async def err(method: str, params: object) -> JsonRpcException:
@@ -230,11 +235,22 @@ debounce_in_ms = 60000
         e = await err("sidecar/run", {"command": "Deb"})
         assert e.code == -32012
 
+        # {{ target }} is declared nowhere (a warning, not an error): it must come at run time
+        e = await err("sidecar/run", {"command": "NeedsTarget"})
+        assert e.code == -32016 and "target" in e.message
+        trig = await request(client, "sidecar/trigger", {"event": "deploy"})
+        assert [(s["command"], s["reason"]) for s in trig["skipped"]] == [
+            ("NeedsTarget", "variable_error")]
+        ok = await request(client, "sidecar/run", {"command": "NeedsTarget", "wait": True,
+                                                   "vars": {"target": "prod; rm -rf /"}})
+        assert ok["run"]["resolvedCommand"] == "echo deploy 'prod; rm -rf /'"
+        assert ok["run"]["state"] == "success"
+
         cancel = await request(client, "sidecar/cancel", {"runId": first["run"]["runId"]})
         assert cancel == {"cancelled": 1}
         # still alive and answering after all of that
         res = await request(client, "sidecar/commands")
-        assert len(res["commands"]) == 6
+        assert len(res["commands"]) == 7
 
 
 @pytest.mark.timeout(30)
