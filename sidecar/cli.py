@@ -361,21 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default="WARNING",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    runtime = argparse.ArgumentParser(add_help=False)
+    runtime.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                         help="runtime variable (shell-quoted where substituted)")
+    runtime.add_argument("--json", action="store_true", help="JSON instead of text")
+
     parser = argparse.ArgumentParser(
         prog="sidecar", description="Trigger-driven command orchestrator (cmdorc-compatible).")
     sub = parser.add_subparsers(dest="cmd")
 
-    p = sub.add_parser("run", parents=[common], help="run a command and the chain it triggers")
+    p = sub.add_parser("run", parents=[common, runtime],
+                       help="run a command and the chain it triggers")
     p.add_argument("name")
-    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                   help="runtime variable (shell-quoted where substituted)")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of text")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("trigger", parents=[common], help="fire a trigger and run what follows")
+    p = sub.add_parser("trigger", parents=[common, runtime],
+                       help="fire a trigger and run what follows")
     p.add_argument("event")
-    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_trigger)
 
     p = sub.add_parser("save", parents=[common],
@@ -390,10 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hints", action="store_true", help="also show hints")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("preview", parents=[common], help="show what a command would run")
+    p = sub.add_parser("preview", parents=[common, runtime],
+                       help="show what a command would run")
     p.add_argument("name")
-    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_preview)
 
     p = sub.add_parser("graph", parents=[common], help="show the trigger graph")

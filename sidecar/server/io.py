@@ -130,72 +130,19 @@ class FrameReader:
         except RuntimeError:  # loop closed
             return False
 
-    def _reader(self) -> tuple[Callable[[], bytes], Callable[[int], bytes]]:
-        """readline/read over the raw fd (no buffered-object lock, which a daemon thread
-        blocked in it would hold at interpreter shutdown), or the stream's own methods."""
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return self._stream.readline, self._stream.read
-        buf = bytearray()
-        eof = False
-
-        def fill() -> bool:
-            nonlocal eof
-            if eof:
-                return False
-            data = os.read(fd, 1 << 16)
-            if not data:
-                eof = True
-                return False
-            buf.extend(data)
-            return True
-
-        def readline() -> bytes:
-            while True:
-                i = buf.find(b"\n")
-                if i >= 0:
-                    line = bytes(buf[: i + 1])
-                    del buf[: i + 1]
-                    return line
-                if not fill():
-                    line = bytes(buf)
-                    buf.clear()
-                    return line
-
-        def read(n: int) -> bytes:
-            while len(buf) < n and fill():
-                pass
-            data = bytes(buf[:n])
-            del buf[:n]
-            return data
-
-        return readline, read
-
     def _run(self) -> None:
+        parser = FrameParser(lambda body: None if self._post(self._on_body, body) else None)
+        read: Callable[[int], bytes]
         try:
-            readline, read = self._reader()
-            while True:
-                length = -1
-                while True:
-                    line = readline()
-                    if not line:
-                        return
-                    if line in (b"\r\n", b"\n"):
-                        if length >= 0:
-                            break
-                        continue
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        try:
-                            length = int(value.strip())
-                        except ValueError:
-                            length = -1
-                body = read(length) if length > 0 else b""
-                if length > 0 and len(body) < length:
-                    return
-                if not self._post(self._on_body, body):
-                    return
+            # The raw fd, not the buffered object: a daemon thread blocked inside it would
+            # hold its lock at interpreter shutdown.
+            fd = self._stream.fileno()
+            read = lambda n: os.read(fd, n)  # noqa: E731
+        except (AttributeError, OSError, ValueError):
+            read = getattr(self._stream, "read1", self._stream.read)
+        try:
+            while data := read(1 << 16):
+                parser.feed(data)
         except (OSError, ValueError):
             logger.debug("stdin closed", exc_info=True)
         finally:
