@@ -185,3 +185,20 @@ def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path) -> None:
     assert "[Lint] linting src/pkg/it's.py" in proc.stdout.splitlines()
     other = sidecar("save", str(tmp_path / "README.md"), cwd=tmp_path)
     assert "no [on_save] glob matches" in other.stderr
+
+
+def test_check_trigger_cycle_and_unterminated_template(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "sidecar.toml", (
+        '[variables]\nx = "{{ y"\n'
+        '[[command]]\nname = "A"\ncommand = "true"\ntriggers = ["command_success:B"]\n'
+        '[[command]]\nname = "B"\ncommand = "true"\ntriggers = ["command_success:A"]\n'
+        'loop_detection = false\n'))
+    proc = sidecar("check", cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert f"{cfg}:2:6: error: unterminated '{{{{' (missing '}}}}') [unterminated-template]" \
+        in lines
+    cycle = [line for line in lines if line.endswith("[trigger-cycle]")]
+    assert [line.split(": error: ")[0] for line in cycle] == [f"{cfg}:6:13", f"{cfg}:10:13"]
+    assert all("A -> command_success:A -> B -> command_success:B -> A" in line
+               for line in cycle)
