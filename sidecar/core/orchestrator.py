@@ -24,6 +24,7 @@ from .config import CommandConfig, OutputStorageConfig, RunnerConfig
 from .errors import (
     CommandNotFoundError,
     ConcurrencyLimitError,
+    ConfigValidationError,
     DebounceError,
     OrchestratorShutdownError,
     TriggerCycleError,
@@ -35,7 +36,7 @@ from .process import DEFAULT_GRACE, Process
 from .runs import CommandStatus, ResolvedCommand, RunHandle, RunResult, RunState, TriggerResult
 from .store import OutputStore
 from .templates import Resolver, needs_shell
-from .triggers import LIFECYCLE_EVENTS, TriggerContext, TriggerIndex, matches, split_auto_event
+from .triggers import TriggerContext, TriggerIndex, matches
 
 logger = logging.getLogger("sidecar")
 
@@ -61,6 +62,12 @@ class _Command:
         self.latest: RunResult | None = None
         self.last_start: float | None = None
         self.last_end: float | None = None
+
+    def reconfigure(self, config: CommandConfig) -> None:
+        """New settings; history (re-bounded by ``keep_in_memory``) and live runs are kept."""
+        self.config = config
+        keep = config.keep_in_memory
+        self.history = deque(self.history, maxlen=None if keep < 0 else keep)
 
 
 class _Run:
@@ -118,8 +125,6 @@ class CommandOrchestrator:
     # ------------------------------------------------------------------ registry
     def _register(self, cmd: CommandConfig) -> None:
         if cmd.name in self._commands:
-            from .errors import ConfigValidationError
-
             raise ConfigValidationError(f"Duplicate command name '{cmd.name}'")
         entry = _Command(cmd)
         self._commands[cmd.name] = entry
@@ -152,31 +157,24 @@ class CommandOrchestrator:
 
     def update_command(self, config: CommandConfig) -> None:
         """Replace a command's configuration; its history and live runs are kept."""
-        entry = self._entry(config.name)
-        entry.config = config
-        keep = config.keep_in_memory
-        entry.history = deque(entry.history, maxlen=None if keep < 0 else keep)
+        self._entry(config.name).reconfigure(config)
         self._reindex()
 
     def reload_all_commands(self, configs: list[CommandConfig]) -> None:
         """Replace the whole command set. Runs in flight continue; history of commands that
         still exist is kept."""
-        old = self._commands
-        self._commands = {}
+        names = [cmd.name for cmd in configs]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ConfigValidationError(f"Duplicate command name '{dup}'")
+        old, self._commands = self._commands, {}
         for cmd in configs:
-            if cmd.name in self._commands:
-                from .errors import ConfigValidationError
-
-                self._commands = old
-                raise ConfigValidationError(f"Duplicate command name '{cmd.name}'")
             entry = old.get(cmd.name)
-            if entry is not None:
-                entry.config = cmd
-                keep = cmd.keep_in_memory
-                entry.history = deque(entry.history, maxlen=None if keep < 0 else keep)
-                self._commands[cmd.name] = entry
+            if entry is None:
+                entry = _Command(cmd)
             else:
-                self._commands[cmd.name] = _Command(cmd)
+                entry.reconfigure(cmd)
+            self._commands[cmd.name] = entry
         self._reindex()
 
     def reload_config(self, config: RunnerConfig) -> None:
@@ -442,10 +440,9 @@ class CommandOrchestrator:
             cwd = str(self.config.base_dir / (cwd or ""))
         env = {**os.environ, **{k: resolver.render(v) for k, v in cmd.env.items()}}
         argv = None if needs_shell(command) else _split(command)
-        used = {**self._vars, **cmd.vars, **runtime}
         return ResolvedCommand(
             command=command, cwd=cwd, env=env, timeout_secs=cmd.timeout_secs,
-            vars={k: resolver.value(k) for k in used if _resolvable(resolver, k)},
+            vars=resolver.snapshot(),
             keep_history=self._store.keep_history(cmd), output_extension=self._store.extension(cmd),
             argv=argv)
 
@@ -728,14 +725,6 @@ def _split(command: str) -> list[str] | None:
     return argv or None
 
 
-def _resolvable(resolver: Resolver, name: str) -> bool:
-    try:
-        resolver.value(name)
-        return True
-    except VariableResolutionError:
-        return False
-
-
 def _spawn_error(resolved: ResolvedCommand, exc: OSError) -> str:
     if isinstance(exc, FileNotFoundError) and resolved.cwd and not Path(resolved.cwd).is_dir():
         return f"cannot start: working directory not found: {resolved.cwd}"
@@ -745,4 +734,4 @@ def _spawn_error(resolved: ResolvedCommand, exc: OSError) -> str:
     return f"cannot start {program}: {exc.strerror or exc}"
 
 
-__all__ = ["CommandOrchestrator", "Event", "LIFECYCLE_EVENTS", "split_auto_event"]
+__all__ = ["CommandOrchestrator", "Event"]
