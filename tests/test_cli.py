@@ -202,3 +202,19 @@ def test_check_trigger_cycle_and_unterminated_template(tmp_path: Path) -> None:
     assert [line.split(": error: ")[0] for line in cycle] == [f"{cfg}:6:13", f"{cfg}:10:13"]
     assert all("A -> command_success:A -> B -> command_success:B -> A" in line
                for line in cycle)
+
+
+def test_plain_sidecar_serves_when_stdin_is_not_a_tty(tmp_path: Path) -> None:
+    write(tmp_path / "sidecar.toml", CHAIN)
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                       "params": {"processId": None, "rootUri": tmp_path.as_uri(),
+                                  "capabilities": {}}})
+    proc = subprocess.run([PY, "-m", "sidecar"], cwd=tmp_path, capture_output=True,
+                          input=f"Content-Length: {len(body)}\r\n\r\n{body}".encode(),
+                          timeout=30)
+    header, _, payload = proc.stdout.partition(b"\r\n\r\n")
+    assert header.startswith(b"Content-Length: ")
+    length = int(header.split(b"\r\n")[0].split(b":")[1])
+    response = json.loads(payload[:length])
+    assert response["id"] == 1 and response["result"]["serverInfo"]["name"] == "cmdsidecar"
+    assert proc.returncode == 1  # the client went away without shutdown (protocol.md §1)
