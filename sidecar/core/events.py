@@ -129,7 +129,8 @@ class EventBus:
         self._subs: set[Subscription] = set()
 
     @property
-    def has_output_consumers(self) -> bool:
+    def has_subscribers(self) -> bool:
+        """False while nobody listens: publishers may skip building events."""
         return bool(self._listeners or self._subs)
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:

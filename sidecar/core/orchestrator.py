@@ -349,10 +349,11 @@ class CommandOrchestrator:
         if len(context.history) > MAX_CHAIN:
             del context.history[: len(context.history) - MAX_CHAIN]
         outcome = TriggerResult(event_name)
-        self._bus.publish(TriggerEvent(
-            event_name, kind, tuple(context.history), dt.datetime.now(),
-            run_id=handle.run_id if handle else None,
-            command=handle.command_name if handle else None))
+        if self._bus.has_subscribers:
+            self._bus.publish(TriggerEvent(
+                event_name, kind, tuple(context.history), dt.datetime.now(),
+                run_id=handle.run_id if handle else None,
+                command=handle.command_name if handle else None))
 
         for name in self._cancel_index.commands_for(event_name):
             if await self.cancel_command(name, f"cancel_on_trigger:{event_name}"):
@@ -515,7 +516,7 @@ class CommandOrchestrator:
         assert capture is not None
         offset = capture.size
         capture.feed(data)
-        if self._bus.has_output_consumers:
+        if self._bus.has_subscribers:
             self._bus.publish(OutputEvent(run.result.run_id, run.result.command_name, run.seq,
                                           offset, len(data), capture.decode(data)))
             run.seq += 1
@@ -614,6 +615,8 @@ class CommandOrchestrator:
         self._publish_run(result, previous)
 
     def _publish_run(self, result: RunResult, previous: RunState | None) -> None:
+        if not self._bus.has_subscribers:
+            return
         rc = result.resolved_command
         self._bus.publish(RunEvent(
             run_id=result.run_id, command=result.command_name, state=result.state.value,
