@@ -63,17 +63,21 @@ class _Command:
         self.last_start: float | None = None
         self.last_end: float | None = None
 
-    def reconfigure(self, config: CommandConfig) -> None:
-        """New settings; history (re-bounded by ``keep_in_memory``) and live runs are kept."""
+    def reconfigure(self, config: CommandConfig) -> list[RunResult]:
+        """New settings; history (re-bounded by ``keep_in_memory``) and live runs are kept.
+        Returns the runs that no longer fit in the history."""
         self.config = config
         keep = config.keep_in_memory
-        self.history = deque(self.history, maxlen=None if keep < 0 else keep)
+        old = list(self.history)
+        self.history = deque(old, maxlen=None if keep < 0 else keep)
+        return old[: len(old) - len(self.history)]
 
 
 class _Run:
     """A live run: its record, process and the context its auto-events extend."""
 
-    __slots__ = ("result", "context", "process", "task", "cancel_comment", "timed_out", "seq")
+    __slots__ = ("result", "context", "process", "task", "cancel_comment", "stopping",
+                 "timed_out", "seq")
 
     def __init__(self, result: RunResult, context: TriggerContext) -> None:
         self.result = result
@@ -81,6 +85,7 @@ class _Run:
         self.process: Process | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancel_comment: str | None = None
+        self.stopping: asyncio.Future[Any] | None = None
         self.timed_out = False
         self.seq = 0
 
@@ -140,6 +145,10 @@ class CommandOrchestrator:
         self._cancel_index = TriggerIndex(
             {n: c.config.cancel_on_triggers for n, c in self._commands.items()})
 
+    def _forget(self, results: Iterable[RunResult]) -> None:
+        for result in results:
+            self._by_id.pop(result.run_id, None)
+
     def _entry(self, name: str) -> _Command:
         try:
             return self._commands[name]
@@ -157,7 +166,7 @@ class CommandOrchestrator:
 
     def update_command(self, config: CommandConfig) -> None:
         """Replace a command's configuration; its history and live runs are kept."""
-        self._entry(config.name).reconfigure(config)
+        self._forget(self._entry(config.name).reconfigure(config))
         self._reindex()
 
     def reload_all_commands(self, configs: list[CommandConfig]) -> None:
@@ -173,7 +182,7 @@ class CommandOrchestrator:
             if entry is None:
                 entry = _Command(cmd)
             else:
-                entry.reconfigure(cmd)
+                self._forget(entry.reconfigure(cmd))
             self._commands[cmd.name] = entry
         self._reindex()
 
@@ -447,10 +456,10 @@ class CommandOrchestrator:
             keep_history=self._store.keep_history(cmd), output_extension=self._store.extension(cmd),
             argv=argv)
 
-    def _check_policy(self, entry: _Command) -> list[RunResult]:
+    def _check_policy(self, entry: _Command, debounce: bool = True) -> list[RunResult]:
         """Debounce then concurrency; returns the runs to cancel (cancel_and_restart)."""
         cfg = entry.config
-        if cfg.debounce_in_ms > 0:
+        if debounce and cfg.debounce_in_ms > 0:
             ref = entry.last_start if cfg.debounce_mode == "start" else entry.last_end
             if ref is not None:
                 elapsed = (time.monotonic() - ref) * 1000
@@ -471,8 +480,14 @@ class CommandOrchestrator:
         to_cancel = self._check_policy(entry)
         resolved = self._resolve(cfg, context.vars)
         entry.last_start = time.monotonic()
-        for old in to_cancel:
-            await self._cancel_run(old.run_id, "cancelled by retrigger (cancel_and_restart)")
+        while to_cancel:
+            await asyncio.gather(*(
+                self._cancel_run(old.run_id, "cancelled by retrigger (cancel_and_restart)")
+                for old in to_cancel))
+            # Another start may have slipped in while we waited: the policy decides again.
+            to_cancel = self._check_policy(entry, debounce=False)
+        if self._is_shutdown:
+            raise OrchestratorShutdownError("Orchestrator is shutting down")
 
         result = RunResult(command_name=cfg.name, trigger_event=event,
                            trigger_chain=list(context.history), resolved_command=resolved)
@@ -502,9 +517,17 @@ class CommandOrchestrator:
             self._record_output(run, msg.encode() + b"\n")
             self._finalize(entry, run, RunState.FAILED, error=msg, exit_code=127)
             task = asyncio.get_running_loop().create_task(self._emit_final(run))
+        except BaseException:
+            # The caller was cancelled mid-spawn (asyncio kills a half-started child): the
+            # run must still end, or it would hold its concurrency slot forever.
+            self._finalize(entry, run, RunState.CANCELLED, comment="start interrupted")
+            self._spawn(self._emit_final(run))
+            raise
         else:
             if result.state is RunState.PENDING:
                 result.transition(RunState.RUNNING)
+            if run.cancel_comment is not None:  # cancelled while it was being spawned
+                run.stopping = self._spawn(run.process.terminate(self._grace))
             task = asyncio.get_running_loop().create_task(self._supervise(entry, run))
         run.task = task
         self._tasks.add(task)
@@ -571,10 +594,11 @@ class CommandOrchestrator:
         logger.warning("Run %s of %s timed out", run.result.run_id[:8], run.result.command_name)
         self._spawn(run.process.terminate(self._grace))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _finalize(self, entry: _Command, run: _Run, state: RunState, *,
                   comment: str | None = None, error: str | None = None,
@@ -590,6 +614,8 @@ class CommandOrchestrator:
                     run.seq += 1
             except OSError as exc:
                 result.output_write_error = str(exc)
+            if capture.write_error and not result.output_write_error:
+                result.output_write_error = capture.write_error
         entry.last_end = time.monotonic()
         if result in entry.active:
             entry.active.remove(result)
@@ -634,17 +660,24 @@ class CommandOrchestrator:
         return await self._cancel_run(run_id, comment or "cancelled")
 
     async def _cancel_run(self, run_id: str, comment: str) -> bool:
+        """Stop a run (SIGTERM → grace → SIGKILL of its group, in a task the orchestrator
+        owns, so it completes even if this caller is cancelled) and wait until it is final.
+        True for the call that cancelled it; a concurrent second call waits too, then
+        returns False."""
         run = self._runs.get(run_id)
-        if run is None or run.result.is_finalized or run.cancel_comment is not None:
+        if run is None or run.result.is_finalized:
             return False
-        run.cancel_comment = comment
-        if run.process is not None:
-            await run.process.terminate(self._grace)
-        if run.task is not None and run.task is not asyncio.current_task():
-            # Wait until the run is final so callers observe the cancelled state.
+        first = run.cancel_comment is None
+        if first:
+            run.cancel_comment = comment
+            if run.process is not None:
+                run.stopping = self._spawn(run.process.terminate(self._grace))
+            # else: it is being spawned; _start terminates it as soon as it exists.
+        if run.task is None or run.task is not asyncio.current_task():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.result.done_event().wait(), self._grace + 2)
-        return True
+                await asyncio.wait_for(asyncio.shield(run.result.done_event().wait()),
+                                       self._grace + 2)
+        return first
 
     async def cancel_command(self, name: str, comment: str | None = None) -> int:
         """Cancel every active run of ``name``; returns how many."""

@@ -32,10 +32,12 @@ class OutputCapture:
         self._tail_bytes = tail_bytes
         self._chunks: list[bytes] = []
         self._mem = 0
-        self._file: object | None = None
         self._fd: int | None = None
         self._spill_path: str | None = None
         self._read_fd: int | None = None  # the unlinked temporary spill file
+        self._lost = False  # the disk refused; only the tail is kept
+        #: why (part of) the output could not be written, if it could not
+        self.write_error: str | None = None
         self._tail = bytearray()
         self.size = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -49,42 +51,71 @@ class OutputCapture:
         return self._decoder.decode(data)
 
     def feed(self, data: bytes) -> None:
-        """Record ``data``."""
+        """Record ``data``. Never raises: a write error is kept in :attr:`write_error`."""
         self.size += len(data)
-        if self._fd is None or self._fd < 0:
+        if self._lost:
+            self._keep_tail(data)
+        elif self._fd is None or self._fd < 0:
             self._chunks.append(data)
             self._mem += len(data)
             if self._mem > self._spill_at:
                 self._spill()
         else:
-            os.write(self._fd, data)
-            self._tail += data
-            if len(self._tail) > 2 * self._tail_bytes:
-                del self._tail[: len(self._tail) - self._tail_bytes]
+            try:
+                os.write(self._fd, data)
+            except OSError as exc:
+                self._give_up(exc)
+            self._keep_tail(data)
+
+    def _keep_tail(self, data: bytes) -> None:
+        self._tail += data
+        if len(self._tail) > 2 * self._tail_bytes:
+            del self._tail[: len(self._tail) - self._tail_bytes]
+
+    def _give_up(self, exc: OSError) -> None:
+        """The disk refused: from here on only the tail is kept (memory stays bounded)."""
+        self.write_error = f"output truncated at byte {self.size}: {exc}"
+        self._lost = True
+        if self._chunks:
+            self._tail = bytearray(b"".join(self._chunks)[-self._tail_bytes:])
+            self._chunks.clear()
+            self._mem = 0
 
     def _spill(self) -> None:
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._spill_path = str(self.path)
-            self._fd = os.open(self._spill_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._spill_path = str(self.path)
+            except OSError as exc:
+                self.write_error = f"cannot write {self.path} ({exc}); output kept elsewhere"
+                self.path = None
+        if self.path is None:
             # Unlinked at once and read back through the descriptor: nothing is left behind,
             # even if this process is killed.
-            self._fd, self._spill_path = tempfile.mkstemp(
-                prefix="sidecar-output-", suffix=".txt", dir=self._spill_dir)
+            try:
+                self._fd, self._spill_path = tempfile.mkstemp(
+                    prefix="sidecar-output-", suffix=".txt", dir=self._spill_dir)
+            except OSError as exc:
+                self._give_up(exc)
+                return
             os.unlink(self._spill_path)
             self._read_fd = self._fd
             weakref.finalize(self, os.close, self._fd)
+        assert self._fd is not None
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._mem = 0
-        os.write(self._fd, data)
         self._tail = bytearray(data[-self._tail_bytes:])
+        try:
+            os.write(self._fd, data)
+        except OSError as exc:
+            self._give_up(exc)
 
     def finish(self) -> str:
         """Flush; write the output file if storage is on. Returns the decoder's remainder."""
         rest = self._decoder.decode(b"", final=True)
-        if self._fd is not None and self._read_fd is None:
+        if self._fd is not None and self._fd >= 0 and self._read_fd is None:
             os.close(self._fd)
         elif self._fd is None and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +140,7 @@ class OutputCapture:
         return self.read().decode("utf-8", errors="replace")
 
     def tail(self, max_bytes: int = 4096) -> str:
-        if self._spill_path is None:
+        if self._spill_path is None and not self._lost:
             data = b"".join(self._chunks)[-max_bytes:]
         else:
             data = bytes(self._tail[-max_bytes:])

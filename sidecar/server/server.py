@@ -73,6 +73,7 @@ logger = logging.getLogger("sidecar.server")
 
 FINAL = frozenset(P.FINAL_STATES)
 PROGRESS_INTERVAL = 0.2  # at most 5 reports per second per run
+PROGRESS_CREATE_TIMEOUT = 5.0  # a client that never answers workDoneProgress/create
 
 
 class ConfigWorkspaceLike(Protocol):
@@ -331,7 +332,7 @@ class SidecarServer(LanguageServer):
         try:
             await asyncio.sleep(0)  # let the response of the request that started it go first
             try:
-                await wdp.create_async(prog.token)
+                await asyncio.wait_for(wdp.create_async(prog.token), PROGRESS_CREATE_TIMEOUT)
             except Exception as exc:
                 logger.debug("progress token refused: %s", exc)
                 return
@@ -506,6 +507,10 @@ class SidecarServer(LanguageServer):
         if not hasattr(message, "jsonrpc"):
             msg_id = message.get("id") if isinstance(message, dict) else None
             self._send_error(msg_id, P.E_INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+            return
+        msg_id = getattr(message, "id", None)
+        if msg_id is not None and (not isinstance(msg_id, (str, int)) or isinstance(msg_id, bool)):
+            self._send_error(None, P.E_INVALID_REQUEST, "id must be a string or a number")
             return
         method = getattr(message, "method", None)
         if proto._shutdown and hasattr(message, "id") and method not in (None, lsp.EXIT):

@@ -224,12 +224,17 @@ async def test_slow_subscriber_drops_only_output_and_does_not_block() -> None:
                                                                      "success"]
     assert [e.name for e in events if isinstance(e, TriggerEvent)] == [
         "flood", "command_started:Flood", "command_success:Flood"]
-    # The gap is visible (seq jumps) and the dropped bytes can be read back.
+    # The gap is visible (seq jumps) and every dropped chunk reads back byte for byte.
     assert [e.seq for e in out] != list(range(len(received)))
-    gap = received[len(out)] if [e.seq for e in out] == list(range(len(out))) else None
-    if gap is not None:
-        assert orch.read_output(result.run_id, gap.offset, gap.size) == b"y" * 1023 + b"\n" \
-            or len(orch.read_output(result.run_id, gap.offset, gap.size)) == gap.size
+    kept = {e.seq for e in out}
+    dropped = [e for e in received if e.seq not in kept]
+    assert len(dropped) == idle.dropped_chunks
+    everything = orch.read_output(result.run_id)
+    assert everything == (b"y" * 1023 + b"\n") * 2000
+    for gap in dropped:
+        assert orch.read_output(result.run_id, gap.offset, gap.size) == \
+            everything[gap.offset:gap.offset + gap.size]
+        assert gap.text.encode() == everything[gap.offset:gap.offset + gap.size]
 
 
 async def test_subscription_close_ends_iteration_and_listener_removal() -> None:

@@ -194,3 +194,25 @@ async def test_one_gigabyte_without_storage_spills_to_temp_file(tmp_path) -> Non
     assert orch.tail(handle.run_id, 4) == "y\ny\n"
     print(f"1GB without storage: {result.duration_str}, RSS growth {mem.growth / MiB:.1f} MiB")  # noqa: T201
     assert mem.growth < 64 * MiB
+
+
+def test_unwritable_output_file_falls_back_to_a_temp_file(tmp_path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    cap = OutputCapture(path=blocker / "run" / "output.txt", spill_dir=str(tmp_path), spill_at=4)
+    cap.feed(b"12345678")
+    cap.feed(b"9")
+    cap.finish()
+    assert cap.read() == b"123456789"
+    assert cap.write_error is not None and "not-a-dir" in cap.write_error
+
+
+def test_when_no_file_can_be_written_only_the_tail_is_kept(tmp_path) -> None:
+    cap = OutputCapture(spill_dir=str(tmp_path / "missing"), spill_at=16, tail_bytes=16)
+    for i in range(100):
+        cap.feed(b"%02d-------\n" % i)  # 10 bytes each
+    cap.finish()
+    assert cap.size == 1000
+    assert cap.write_error is not None and "truncated" in cap.write_error
+    assert cap._chunks == [] and len(cap._tail) <= 32  # memory stays bounded
+    assert cap.tail(10) == "99-------\n"

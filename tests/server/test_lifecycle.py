@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -237,6 +238,9 @@ async def test_garbage_input_gets_errors_not_crashes(root: Path) -> None:
         frame(b"{not json")
         m = await raw.read_until(lambda m: "error" in m)
         assert m["error"]["code"] == -32700 and m["id"] is None
+        frame(json.dumps({"jsonrpc": "2.0", "id": [1], "method": "sidecar/status"}).encode())
+        m = await raw.read_until(lambda m: "error" in m)
+        assert m["error"]["code"] == -32600 and m["id"] is None
         i = raw.send("textDocument/hover", {"nonsense": True})
         m = await raw.read_until(lambda m: m.get("id") == i)
         assert m["error"]["code"] == -32602 and "textDocument" in m["error"]["message"]
