@@ -879,6 +879,12 @@ def create_server() -> SidecarServer:
     return server
 
 
+def _not_a_request_error(record: logging.LogRecord) -> bool:
+    """pygls logs every error response with a traceback; ours are answers, not failures."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return not isinstance(exc, JsonRpcException)
+
+
 class _ClientLogHandler(logging.Handler):
     """Forwards sidecar warnings and errors to the client as ``window/logMessage``."""
 
@@ -915,6 +921,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("pygls.protocol.json_rpc").addFilter(_not_a_request_error)
     saved_stdout = sys.stdout
     sys.stdout = sys.stderr
     server = create_server()
