@@ -176,7 +176,16 @@ def root(tmp_path: Path) -> Path:
 
 
 class RawClient:
-    """A plain asyncio JSON-RPC client on the server's pipes; reading is under test control."""
+    """A plain asyncio JSON-RPC client on the server's pipes; reading is under test control.
+    ``async with await RawClient.spawn() as raw:`` kills the server if the test left it up."""
+
+    async def __aenter__(self) -> RawClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc

@@ -106,8 +106,7 @@ async def test_run_response_precedes_its_notifications(root: Path) -> None:
     """Wire order (read with a raw client): the sidecar/run and sidecar/trigger responses come
     before any notification about the runs they started."""
     write_config(root, CONFIG)
-    raw = await RawClient.spawn()
-    try:
+    async with await RawClient.spawn() as raw:
         await raw.initialize(root)
         for method, params in (("sidecar/run", {"command": "Echo", "vars": {"who": "x"}}),
                                ("sidecar/trigger", {"event": "changes_applied"})):
@@ -130,10 +129,6 @@ async def test_run_response_precedes_its_notifications(root: Path) -> None:
         await raw.read_until(lambda m: m.get("id") == i)
         raw.send("exit", notify=True)
         assert await asyncio.wait_for(raw.proc.wait(), 10) == 0
-    finally:
-        if raw.proc.returncode is None:
-            raw.proc.kill()
-            await raw.proc.wait()
 
 
 @pytest.mark.timeout(30)

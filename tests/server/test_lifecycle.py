@@ -91,8 +91,7 @@ async def test_no_orphans_when_client_goes_away(root: Path, how: str) -> None:
     name = "Tree"
     command = "sh -c 'sleep 100 & sleep 100; wait'"
     """)
-    raw = await RawClient.spawn()
-    try:
+    async with await RawClient.spawn() as raw:
         await raw.initialize(root)
         i = raw.send("sidecar/run", {"command": "Tree"})
         resp = await raw.read_until(lambda m: m.get("id") == i)
@@ -123,10 +122,6 @@ async def test_no_orphans_when_client_goes_away(root: Path, how: str) -> None:
         for pgid in pgids:
             with pytest.raises(ProcessLookupError):
                 os.killpg(pgid, 0)
-    finally:
-        if raw.proc.returncode is None:
-            raw.proc.kill()
-            await raw.proc.wait()
 
 
 @pytest.mark.timeout(60)
@@ -141,9 +136,8 @@ async def test_stalled_client_large_output_bounded(root: Path) -> None:
     command = "sh -c 'yes 0123456789abcdef | head -c {total}; touch finished'"
     """)
     finished = root / "finished"
-    raw = await RawClient.spawn()
-    proc = psutil.Process(raw.proc.pid)
-    try:
+    async with await RawClient.spawn() as raw:
+        proc = psutil.Process(raw.proc.pid)
         await raw.initialize(root, {"maxPendingBytes": 1 << 20})
         i = raw.send("sidecar/status")
         await raw.read_until(lambda m: m.get("id") == i)
@@ -192,10 +186,6 @@ async def test_stalled_client_large_output_bounded(root: Path) -> None:
         expected = (b"0123456789abcdef\n" * ((total // 17) + 2))[gap["offset"] + 5:][:n]
         assert out["result"]["text"].encode() == expected
         assert out["result"]["totalSize"] == total and out["result"]["final"] is True
-    finally:
-        if raw.proc.returncode is None:
-            raw.proc.kill()
-            await raw.proc.wait()
 
 
 @pytest.mark.timeout(30)
@@ -226,8 +216,7 @@ async def test_garbage_input_gets_errors_not_crashes(root: Path) -> None:
     name = "X"
     command = "true"
     """)
-    raw = await RawClient.spawn()
-    try:
+    async with await RawClient.spawn() as raw:
         await raw.initialize(root)
         assert raw.proc.stdin is not None
 
@@ -260,7 +249,3 @@ async def test_garbage_input_gets_errors_not_crashes(root: Path) -> None:
         assert m["error"]["code"] == -32600
         raw.send("exit", notify=True)
         assert await asyncio.wait_for(raw.proc.wait(), 10) == 0
-    finally:
-        if raw.proc.returncode is None:
-            raw.proc.kill()
-            await raw.proc.wait()
