@@ -480,12 +480,16 @@ class CommandOrchestrator:
         to_cancel = self._check_policy(entry)
         resolved = self._resolve(cfg, context.vars)
         entry.last_start = time.monotonic()
+        cancelled: set[str] = set()
         while to_cancel:
-            await asyncio.gather(*(
-                self._cancel_run(old.run_id, "cancelled by retrigger (cancel_and_restart)")
-                for old in to_cancel))
+            cancelled.update(old.run_id for old in to_cancel)
+            await self._cancel_runs([old.run_id for old in to_cancel],
+                                    "cancelled by retrigger (cancel_and_restart)")
             # Another start may have slipped in while we waited: the policy decides again.
-            to_cancel = self._check_policy(entry, debounce=False)
+            # (A run that cannot be waited for here, e.g. the one whose own auto-event is
+            # restarting it, is already told to stop; it is not waited for twice.)
+            to_cancel = [r for r in self._check_policy(entry, debounce=False)
+                         if r.run_id not in cancelled]
         if self._is_shutdown:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
 
@@ -660,36 +664,41 @@ class CommandOrchestrator:
         return await self._cancel_run(run_id, comment or "cancelled")
 
     async def _cancel_run(self, run_id: str, comment: str) -> bool:
-        """Stop a run (SIGTERM → grace → SIGKILL of its group, in a task the orchestrator
-        owns, so it completes even if this caller is cancelled) and wait until it is final.
-        True for the call that cancelled it; a concurrent second call waits too, then
-        returns False."""
-        run = self._runs.get(run_id)
-        if run is None or run.result.is_finalized:
-            return False
-        first = run.cancel_comment is None
-        if first:
-            run.cancel_comment = comment
-            if run.process is not None:
-                run.stopping = self._spawn(run.process.terminate(self._grace))
-            # else: it is being spawned; _start terminates it as soon as it exists.
-        if run.task is None or run.task is not asyncio.current_task():
+        """Stop a run and wait until it is final. True for the call that cancelled it; a
+        concurrent second call waits too, then returns False."""
+        return bool(await self._cancel_runs([run_id], comment))
+
+    async def _cancel_runs(self, run_ids: Iterable[str], comment: str) -> int:
+        """Tell every run to stop at once, then wait for each to be final; returns how many
+        this call cancelled. The SIGTERM → grace → SIGKILL sequence runs in a task the
+        orchestrator owns, so it completes even if this caller is cancelled."""
+        runs = [r for r in map(self._runs.get, run_ids)
+                if r is not None and not r.result.is_finalized]
+        count = sum(self._request_stop(run, comment) for run in runs)
+        for run in runs:
+            if run.task is not None and run.task is asyncio.current_task():
+                continue  # a run's own auto-event stopping it: it ends when this returns
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(run.result.done_event().wait()),
                                        self._grace + 2)
-        return first
+        return count
+
+    def _request_stop(self, run: _Run, comment: str) -> bool:
+        if run.cancel_comment is not None:
+            return False
+        run.cancel_comment = comment
+        if run.process is not None:
+            run.stopping = self._spawn(run.process.terminate(self._grace))
+        # else: it is being spawned; _start terminates it as soon as it exists.
+        return True
 
     async def cancel_command(self, name: str, comment: str | None = None) -> int:
         """Cancel every active run of ``name``; returns how many."""
         entry = self._entry(name)
-        runs = [r.run_id for r in entry.active]
-        done = await asyncio.gather(*(self._cancel_run(r, comment or "cancelled") for r in runs))
-        return sum(done)
+        return await self._cancel_runs([r.run_id for r in entry.active], comment or "cancelled")
 
     async def cancel_all(self, comment: str | None = None) -> int:
-        runs = list(self._runs)
-        done = await asyncio.gather(*(self._cancel_run(r, comment or "cancelled") for r in runs))
-        return sum(done)
+        return await self._cancel_runs(list(self._runs), comment or "cancelled")
 
     # ------------------------------------------------------------------ queries
     def get_status(self, name: str) -> CommandStatus:

@@ -99,3 +99,17 @@ async def test_lowering_keep_in_memory_forgets_dropped_runs() -> None:
     orch.update_command(CommandConfig(name="C", command="true", keep_in_memory=1))
     assert [r.run_id for r in orch.get_history("C")] == [ids[-1]]
     assert [orch.get_handle_by_run_id(i) is not None for i in ids] == [False, False, True]
+
+
+async def test_a_command_restarted_by_its_own_auto_event_does_not_hang() -> None:
+    orch = orch_of(CommandConfig(name="Self", command="sleep 30",
+                                 triggers=["go", "command_started:Self"]), grace_secs=0.5)
+    first = (await orch.trigger("go")).started[0]
+    # Restarted by its own command_started (loop detection stops the chain after one
+    # restart), promptly: the restart must not wait for the run whose task is restarting it.
+    result = await first.wait(2)
+    assert result.state is RunState.CANCELLED
+    (second,) = orch.get_active_handles("Self")
+    assert second.trigger_chain == ["go", "command_started:Self"]
+    await orch.cancel_all()
+    assert await orch.wait_idle(10)
