@@ -164,38 +164,35 @@ class _Checker:
             )
 
     def merge(self) -> None:
-        var_paths: dict[str, tuple[str, KeyPath]] = {}
-        storage_paths: dict[str, tuple[str, KeyPath]] = {}
+        """Last file wins for [variables] and [output_storage] (a warning on each override);
+        [on_save] triggers accumulate."""
+        var_sources: dict[str, str] = {}
+        storage_sources: dict[str, str] = {}
         for f, parsed in self.parsed:
-            short = Path(f.name).name
             for key, value in parsed.variables.items():
-                path: KeyPath = ("variables", key)
-                if key in self.variables and self.variables[key] != value:
-                    prev_file, prev_path = var_paths[key]
-                    self.add(
-                        f.name, self.span(f.name, path), Severity.WARNING, "variable-override",
-                        f"Variable '{key}' overridden by {short} "
-                        f"(was: {_quote(self.variables[key])}, now: {_quote(value)})",
-                        ((prev_file, self.span(prev_file, prev_path), "previous value"),),
-                    )
-                self.variables[key] = value
-                self.variable_source[key] = f.name
-                var_paths[key] = (f.name, path)
+                self._merge_value(f.name, "variables", key, value, self.variables, var_sources,
+                                  f"Variable '{key}'")
             for key, value in parsed.output_storage.items():
-                path = ("output_storage", key)
-                if key in self.storage and self.storage[key] != value:
-                    prev_file, prev_path = storage_paths[key]
-                    self.add(
-                        f.name, self.span(f.name, path), Severity.WARNING, "variable-override",
-                        f"output_storage.{key} overridden by {short} "
-                        f"(was: {_quote(self.storage[key])}, now: {_quote(value)})",
-                        ((prev_file, self.span(prev_file, prev_path), "previous value"),),
-                    )
-                self.storage[key] = value
-                storage_paths[key] = (f.name, path)
+                self._merge_value(f.name, "output_storage", key, value, self.storage,
+                                  storage_sources, f"output_storage.{key}")
             for glob, triggers in parsed.on_save.items():
                 merged = self.on_save.setdefault(glob, [])
                 merged.extend(t for t in triggers if t not in merged)
+        self.variable_source = var_sources
+
+    def _merge_value(self, file: str, table: str, key: str, value: Any,
+                     merged: dict[str, Any], sources: dict[str, str], label: str) -> None:
+        path: KeyPath = (table, key)
+        if key in merged and merged[key] != value:
+            prev = sources[key]
+            self.add(
+                file, self.span(file, path), Severity.WARNING, "variable-override",
+                f"{label} overridden by {Path(file).name} "
+                f"(was: {_quote(merged[key])}, now: {_quote(value)})",
+                ((prev, self.span(prev, path), "previous value"),),
+            )
+        merged[key] = value
+        sources[key] = file
 
     # ---- templates ------------------------------------------------------------------------
 

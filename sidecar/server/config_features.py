@@ -364,11 +364,18 @@ class ConfigFeatures:
             self._model_generation = self.workspace.generation
         return self._model
 
-    def _locate(self, uri: str, position: types.Position) -> tuple[_Model, _Doc, int, int] | None:
+    def _document(self, uri: str) -> tuple[_Model, _Doc | None] | None:
+        """The model and the document of ``uri``; None when it is not a config file."""
         if not self.workspace.is_config_file(uri):
             return None
         model = self.model()
-        doc = model.doc(uri)
+        return model, model.doc(uri)
+
+    def _locate(self, uri: str, position: types.Position) -> tuple[_Model, _Doc, int, int] | None:
+        found = self._document(uri)
+        if found is None:
+            return None
+        model, doc = found
         if doc is None:
             return None
         column = column_from_client(doc.lines, position, _codec(self.server))
@@ -380,10 +387,10 @@ class ConfigFeatures:
     # ---- document symbols -----------------------------------------------------------------
 
     def document_symbols(self, uri: str) -> list[types.DocumentSymbol] | None:
-        if not self.workspace.is_config_file(uri):
+        found = self._document(uri)
+        if found is None:
             return None
-        model = self.model()
-        doc = model.doc(uri)
+        model, doc = found
         if doc is None:
             return []
         out: list[types.DocumentSymbol] = []
@@ -446,10 +453,10 @@ class ConfigFeatures:
     # ---- code lenses ----------------------------------------------------------------------
 
     def code_lenses(self, uri: str) -> list[types.CodeLens] | None:
-        if not self.workspace.is_config_file(uri):
+        found = self._document(uri)
+        if found is None:
             return None
-        model = self.model()
-        doc = model.doc(uri)
+        model, doc = found
         if doc is None:
             return []
         orchestrator = self._orchestrator()

@@ -20,6 +20,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
+from sidecar.core.runs import RunState
+
 # --------------------------------------------------------------------------- method names
 
 M_COMMANDS = "sidecar/commands"
@@ -75,8 +77,9 @@ E_VARIABLE_ERROR = -32016
 E_TRIGGER_CYCLE = -32017
 """The trigger would re-enter its own chain."""
 
-RUN_STATES = ("pending", "running", "success", "failed", "cancelled")
-FINAL_STATES = ("success", "failed", "cancelled")
+RUN_STATES = tuple(state.value for state in RunState)
+"""The run states on the wire: the core's :class:`~sidecar.core.runs.RunState` values."""
+FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
 
 
 class SidecarRpcError(Exception):

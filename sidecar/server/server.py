@@ -3,26 +3,15 @@
 notifications). The wire format is normative in ``protocol.md``; names and types are in
 :mod:`sidecar.server.protocol`.
 
-Integration seam with the config features (``workspace_config.py`` / ``config_features.py``,
-owned by another module; both optional, imported lazily)::
+The config file as a document lives in two modules: ``workspace_config.ConfigWorkspace``
+tracks the config files (unsaved editor text wins over disk), publishes diagnostics and
+``reload()`` reloads the configuration (None when broken: the last good one stays in use, runs in
+flight continue); ``config_features`` adds symbols, code lenses, hover, completion and
+definition. The server reloads on ``initialized``, on ``sidecar/reload`` and when a config file
+is saved or changes on disk.
 
-    workspace = ConfigWorkspace(server)      # tracks config files, publishes diagnostics
-    workspace.reload() -> RunnerConfig | None   # None: broken, keep the last good config
-    workspace.is_config_file(uri) -> bool
-    workspace.last_error: str | None         # optional: why the last reload() failed
-    config_features.register(server, workspace, get_orchestrator)
-
-The server calls ``workspace.reload()`` on ``initialized``, on ``sidecar/reload`` and when a
-config file is saved (or changes on disk), then ``orchestrator.reload_config(cfg)`` (runs in
-flight continue). It exposes ``server.orchestrator`` (current orchestrator or None),
-``server.root`` (workspace root :class:`~pathlib.Path`), ``server.config_files`` (config paths:
-``initializationOptions.configFiles`` resolved against the root, else ``sidecar.toml`` /
-``cmdorc.toml`` found in the root) and ``server.options`` (parsed initializationOptions).
-Without ``workspace_config.py`` a minimal fallback loads ``server.config_files`` with
-:func:`~sidecar.core.config.load_configs`.
-
-I/O: :mod:`sidecar.server.io` (a reader thread and a queued writer thread; a stalled client never
-blocks the event loop). Output chunks: :mod:`sidecar.server.streams`.
+I/O: :mod:`sidecar.server.io` (asyncio pipe transports with flow control; a stalled client
+never blocks the event loop). Output chunks: :mod:`sidecar.server.streams`.
 """
 
 from __future__ import annotations
@@ -38,7 +27,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
@@ -52,7 +41,6 @@ from sidecar.core import (
     CommandNotFoundError,
     CommandOrchestrator,
     ConcurrencyLimitError,
-    ConfigValidationError,
     DebounceError,
     OrchestratorShutdownError,
     RunnerConfig,
@@ -60,53 +48,23 @@ from sidecar.core import (
     VariableResolutionError,
     format_duration,
 )
-from sidecar.core.config import find_config_files, load_configs
+from sidecar.core.config import find_config_files
 from sidecar.core.events import Event, OutputEvent, RunEvent, TriggerEvent
 from sidecar.core.runs import RunHandle, RunResult
 from sidecar.core.savehooks import triggers_for_save
 
 from . import protocol as P
+from .config_features import register as register_config_features
 from .io import Writer, open_stdio
 from .streams import ChunkStreamer
+from .workspace_config import ConfigWorkspace
+from .workspace_config import register as register_config_sync
 
 logger = logging.getLogger("sidecar.server")
 
 FINAL = frozenset(P.FINAL_STATES)
 PROGRESS_INTERVAL = 0.2  # at most 5 reports per second per run
 PROGRESS_CREATE_TIMEOUT = 5.0  # a client that never answers workDoneProgress/create
-
-
-class ConfigWorkspaceLike(Protocol):
-    def reload(self) -> RunnerConfig | None: ...
-
-    def is_config_file(self, uri: str) -> bool: ...
-
-
-class FallbackConfigWorkspace:
-    """Used when ``sidecar.server.workspace_config`` is not available: loads
-    ``server.config_files`` from disk, no diagnostics."""
-
-    def __init__(self, server: SidecarServer) -> None:
-        self.server = server
-        self.last_error: str | None = None
-
-    def reload(self) -> RunnerConfig | None:
-        files = self.server.config_files
-        if not files:
-            self.last_error = (f"no sidecar.toml or cmdorc.toml in {self.server.root} "
-                               "(and no initializationOptions.configFiles)")
-            return None
-        try:
-            cfg = load_configs(files)
-        except ConfigValidationError as exc:
-            self.last_error = str(exc)
-            return None
-        self.last_error = None
-        return cfg
-
-    def is_config_file(self, uri: str) -> bool:
-        path = _uri_path(uri)
-        return path is not None and path in {p.resolve() for p in self.server.config_files}
 
 
 def _uri_path(uri: str) -> Path | None:
@@ -186,7 +144,7 @@ class SidecarServer(LanguageServer):
         self.orchestrator: CommandOrchestrator | None = None
         self.config: RunnerConfig | None = None
         self.config_error: str | None = None
-        self.config_workspace: Any = None
+        self.config_workspace: ConfigWorkspace | None = None
         self.writer: Writer | None = None
         self.streamer = ChunkStreamer(self._emit_chunk, self._pending_bytes, interval_ms=30,
                                       max_bytes=32768, max_pending=4 << 20, enabled=True)
@@ -205,9 +163,8 @@ class SidecarServer(LanguageServer):
     # ================================================================= properties / seam
     @property
     def config_files(self) -> list[Path]:
-        files = getattr(self.config_workspace, "files", None)
-        if isinstance(files, list):
-            return [Path(p) for p in files]
+        if self.config_workspace is not None:
+            return list(self.config_workspace.files)
         if self.options.config_files:
             return [(self.root / p).resolve() for p in self.options.config_files]
         return [p.resolve() for p in find_config_files(self.root)]
@@ -370,53 +327,32 @@ class SidecarServer(LanguageServer):
     # ================================================================= config
     def _load_config_workspace(self) -> None:
         explicit = [Path(p) for p in self.options.config_files] or None
-        try:
-            from . import workspace_config
-        except ImportError:
-            self.config_workspace = FallbackConfigWorkspace(self)
-        else:
-            try:
-                ws = workspace_config.ConfigWorkspace(self, self.root, explicit)
-                workspace_config.register(self, ws)
-                self.config_workspace = ws
-            except Exception:
-                logger.exception("ConfigWorkspace failed; using the fallback loader")
-                self.config_workspace = FallbackConfigWorkspace(self)
-        try:
-            from . import config_features
-        except ImportError:
-            return
-        try:
-            config_features.register(self, self.config_workspace, self.get_orchestrator)
-        except Exception:
-            logger.exception("config_features.register failed")
+        ws = ConfigWorkspace(self, self.root, explicit)
+        register_config_sync(self, ws)
+        register_config_features(self, ws, self.get_orchestrator)
+        self.config_workspace = ws
 
-    def _config_problem(self) -> str | None:
-        ws = self.config_workspace
-        err = getattr(ws, "last_error", None)
-        if err:
-            return str(err)
-        if not self.config_files:
-            return (f"no sidecar.toml or cmdorc.toml in {self.root} "
-                    "(and no initializationOptions.configFiles)")
-        try:
-            problems = ws.errors()
-        except Exception:
-            return None
-        lines = [p.format() if hasattr(p, "format") else str(p) for p in problems[:5]]
+    def _config_problem(self, ws: ConfigWorkspace) -> str:
+        """Why the last reload gave no config, for the user's message."""
+        if ws.last_error:
+            return ws.last_error
+        problems = ws.errors()
+        lines = [p.format() for p in problems[:5]]
         more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-        return "; ".join(lines) + more if lines else None
+        return "; ".join(lines) + more if lines else "the configuration is invalid"
 
     def reload(self) -> P.ReloadResult:
         """Reload the configuration; on failure keep the last good one and tell the user."""
+        ws = self.config_workspace
+        assert ws is not None, "reload before initialize"
         err: str | None
         try:
-            cfg = self.config_workspace.reload()
+            cfg = ws.reload()
         except Exception as exc:
             logger.exception("config reload failed")
             cfg, err = None, f"{type(exc).__name__}: {exc}"
         else:
-            err = self._config_problem() if cfg is None else None
+            err = self._config_problem(ws) if cfg is None else None
         if cfg is not None:
             try:
                 if self.orchestrator is None:
@@ -448,11 +384,8 @@ class SidecarServer(LanguageServer):
         path = _uri_path(uri)
         if path is None:
             return
-        try:
-            is_cfg = self.config_workspace.is_config_file(uri)
-        except Exception:
-            is_cfg = False
-        if is_cfg or path in {p.resolve() for p in self.config_files}:
+        ws = self.config_workspace
+        if ws is not None and ws.is_config_file(uri):
             self.reload()
             return
         orch, cfg = self.orchestrator, self.config
