@@ -2,7 +2,7 @@
 
 API and semantics follow cmdorc (see README "Python API"); the additions are the event stream
 (:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
-(runtime variables, shell-quoted), :class:`TriggerResult` from :meth:`trigger`, and
+(runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`, and
 :meth:`read_output`.
 """
 
@@ -329,7 +329,7 @@ class CommandOrchestrator:
         listening in ``triggers``, call ``on_event`` callbacks.
 
         ``vars`` are runtime variables for the runs this starts (and their chains); they are
-        shell-quoted where substituted. Raises :class:`TriggerCycleError` if the event is
+        never shell code (see :mod:`.shellsafe`). Raises :class:`TriggerCycleError` if the event is
         already in ``context``'s chain.
         """
         return await self._trigger(event_name, context, vars, kind="trigger", handle=None)
@@ -414,7 +414,7 @@ class CommandOrchestrator:
     # ------------------------------------------------------------------ running
     async def run_command(self, name: str, vars: Mapping[str, str] | None = None) -> RunHandle:
         """Start a command now (manual run: empty trigger chain). ``vars`` are runtime
-        variables, shell-quoted where substituted.
+        variables, never shell code (see :mod:`.shellsafe`).
 
         Raises CommandNotFoundError, DebounceError, ConcurrencyLimitError,
         VariableResolutionError, OrchestratorShutdownError.
@@ -444,17 +444,20 @@ class CommandOrchestrator:
     def _resolve_uncached(self, cmd: CommandConfig, runtime: Mapping[str, str]
                           ) -> ResolvedCommand:
         resolver = Resolver({**self._vars, **cmd.vars}, runtime)
-        command = resolver.render(cmd.command, shell=True)
+        shell = resolver.render_shell(cmd.command)
         cwd = resolver.render(str(cmd.cwd)) if cmd.cwd is not None else None
         if self.config.base_dir is not None and (cwd is None or not os.path.isabs(cwd)):
             cwd = str(self.config.base_dir / (cwd or ""))
         env = {**os.environ, **{k: resolver.render(v) for k, v in cmd.env.items()}}
-        argv = None if needs_shell(command) else _split(command)
+        argv = None if needs_shell(shell.display) else _split(shell.display)
+        script = shell.script if argv is None and shell.env else None
+        if script is not None:
+            env.update(shell.env)
         return ResolvedCommand(
-            command=command, cwd=cwd, env=env, timeout_secs=cmd.timeout_secs,
+            command=shell.display, cwd=cwd, env=env, timeout_secs=cmd.timeout_secs,
             vars=resolver.snapshot(),
             keep_history=self._store.keep_history(cmd), output_extension=self._store.extension(cmd),
-            argv=argv)
+            argv=argv, script=script)
 
     def _check_policy(self, entry: _Command, debounce: bool = True) -> list[RunResult]:
         """Debounce then concurrency; returns the runs to cancel (cancel_and_restart)."""
@@ -513,8 +516,8 @@ class CommandOrchestrator:
 
         try:
             run.process = await Process.start(
-                resolved.argv, resolved.command, cwd=resolved.cwd,
-                env=resolved.env if cfg.env else None,
+                resolved.argv, resolved.script or resolved.command, cwd=resolved.cwd,
+                env=resolved.env if cfg.env or resolved.script else None,
                 on_output=on_output)
         except OSError as exc:
             msg = _spawn_error(resolved, exc)

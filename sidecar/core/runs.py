@@ -70,8 +70,10 @@ def format_duration(secs: float) -> str:
 class ResolvedCommand:
     """What exactly runs: the command string after templates, cwd, env, timeout, variables.
 
-    ``argv`` is the exec'd argument vector when the command has no shell syntax, None when it
-    goes through ``/bin/sh -c``.
+    ``command`` shows runtime values quoted in place (for people). ``argv`` is the exec'd
+    argument vector when that has no shell syntax; otherwise ``/bin/sh -c`` runs ``script``:
+    the same command with each runtime value replaced by a quoted reference to an environment
+    variable in ``env`` (see :mod:`.shellsafe`), or ``command`` itself when ``script`` is None.
     """
 
     command: str
@@ -82,6 +84,7 @@ class ResolvedCommand:
     keep_history: int | None = None
     output_extension: str | None = None
     argv: list[str] | None = None
+    script: str | None = None
 
 
 @dataclass

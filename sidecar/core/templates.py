@@ -7,9 +7,10 @@ Two kinds of variables:
   ``vars``) are authored by whoever wrote the config. They are substituted as written, may
   contain templates themselves (resolved recursively) and may contain shell syntax on purpose.
 * **runtime variables** (``vars=`` of ``run_command``/``trigger``; from editors, agents, save
-  hooks) are untrusted. Substituted into a command they are quoted for the shell context they
-  land in (bare word, inside ``"…"`` or inside ``'…'``), so ``x; touch /tmp/pwned`` or
-  ``$(touch /tmp/pwned)`` stays one literal argument. They are never re-scanned for templates.
+  hooks) are untrusted. They are never re-scanned for templates, and never become part of the
+  shell text that runs: :meth:`Resolver.render_shell` marks where each lands and
+  :mod:`.shellsafe` replaces the mark with a quoted reference to an environment variable that
+  carries the value (or refuses the run where the text would be parsed again).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import VariableResolutionError
+from .shellsafe import ShellCommand, bind, placeholder
 
 NAME = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _REF = re.compile(r"\{\{\s*(" + NAME + r")\s*\}\}")
@@ -128,8 +130,15 @@ class Resolver:
 
     def render(self, template: str, *, shell: bool = False) -> str:
         """Substitute every reference. With ``shell=True`` runtime values are quoted for the
-        shell context they land in."""
-        return self._render(template, (), _ShellContext() if shell else None)
+        shell context they land in (the ``display`` of :meth:`render_shell`)."""
+        return self.render_shell(template).display if shell else self._render(template, (), None)
+
+    def render_shell(self, template: str) -> ShellCommand:
+        """The shell command ``template`` stands for: config variables expanded in place,
+        runtime values referenced through the environment (see :mod:`.shellsafe`)."""
+        landed: list[str] = []
+        text = self._render(template, (), landed)
+        return bind(text, [(name, self.runtime_vars[name]) for name in landed])
 
     def snapshot(self) -> dict[str, str]:
         """Every variable's resolved value (runtime values raw); unresolvable ones skipped."""
@@ -141,7 +150,9 @@ class Resolver:
                 continue
         return out
 
-    def _render(self, template: str, path: tuple[str, ...], ctx: _ShellContext | None) -> str:
+    def _render(self, template: str, path: tuple[str, ...], landed: list[str] | None) -> str:
+        """Substitute references; with ``landed``, each runtime value becomes a placeholder
+        and its name is appended there."""
         refs, errors = scan(template)
         if errors:
             raise VariableResolutionError(f"{errors[0].message}: {template!r}")
@@ -150,53 +161,23 @@ class Resolver:
         parts: list[str] = []
         pos = 0
         for ref in refs:
-            literal = template[pos:ref.start]
-            parts.append(literal)
-            if ctx is not None:
-                ctx.feed(literal)
+            parts.append(template[pos:ref.start])
             if ref.name in self.runtime_vars:
-                raw = self.runtime_vars[ref.name]
-                parts.append(ctx.quote(raw) if ctx is not None else raw)
-            elif ctx is None and not path and ref.name in self._cache:
+                if landed is None:
+                    parts.append(self.runtime_vars[ref.name])
+                else:
+                    parts.append(placeholder(len(landed)))
+                    landed.append(ref.name)
+            elif landed is None and not path and ref.name in self._cache:
                 parts.append(self._cache[ref.name])
             else:
-                # Expanded inline so runtime values nested in config variables are quoted
-                # for the shell context where they finally land.
+                # Expanded inline so runtime values nested in config variables are found in
+                # the shell context where they finally land.
                 nested = self._lookup(ref.name, path)
-                parts.append(self._render(nested, (*path, ref.name), ctx))
+                parts.append(self._render(nested, (*path, ref.name), landed))
             pos = ref.end
         parts.append(template[pos:])
         return "".join(parts)
-
-
-class _ShellContext:
-    """Tracks POSIX shell quoting state while a command string is assembled."""
-
-    def __init__(self) -> None:
-        self.state = ""  # "", "'" or '"'
-        self.escaped = False
-
-    def feed(self, text: str) -> None:
-        for ch in text:
-            if self.escaped:
-                self.escaped = False
-            elif self.state == "'":
-                if ch == "'":
-                    self.state = ""
-            elif ch == "\\":
-                self.escaped = True
-            elif self.state == '"':
-                if ch == '"':
-                    self.state = ""
-            elif ch in "'\"":
-                self.state = ch
-
-    def quote(self, value: str) -> str:
-        if self.state == "'":
-            return value.replace("'", "'\\''")
-        if self.state == '"':
-            return re.sub(r'(["\\$`])', r"\\\1", value)
-        return shlex.quote(value)
 
 
 def render(
