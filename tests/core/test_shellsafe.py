@@ -107,7 +107,8 @@ class Gen:
         elif kind == "heredoc" and not bq:
             w, wexp = self.word(depth + 1, bq)
             c, d = self.lit(), self.lit()
-            mid, exp = (f"$(cat <<EOF\n{c}{{{{ x }}}}{d}$(printf %s {w})\nEOF\n)",
+            # one delimiter per depth: a nested here-document's end must not end this one
+            mid, exp = (f"$(cat <<E{depth}\n{c}{{{{ x }}}}{d}$(printf %s {w})\nE{depth}\n)",
                         lambda v: _strip_nl(c + v + d + _strip_nl(wexp(v))))
         elif kind == "reparse":
             w, _ = self.word(depth + 1, bq)
