@@ -52,8 +52,16 @@ BARE, DQ, SQ, HEREDOC, COMMENT, ARITH = "bare", "dq", "sq", "heredoc", "comment"
 _SHELLS = frozenset({
     "sh", "bash", "dash", "zsh", "ksh", "ksh93", "mksh", "pdksh", "ash", "yash", "posh", "busybox",
     "fish", "csh", "tcsh", "rbash", "pwsh", "powershell"})
-# Run their arguments through a shell, always.
-_ALWAYS_REPARSE = frozenset({"eval", "trap", "ssh", "watch", "parallel"})
+# Run their arguments (or what they name) as shell code, always.
+_ALWAYS_REPARSE = frozenset({"eval", "trap", "ssh", "watch", "parallel", "alias", "source", "."})
+# Variables whose value the shell or the dynamic loader interprets (PS4 is expanded, with
+# command substitution, by `set -x`; ENV/BASH_ENV name scripts to source; PATH and LD_* choose
+# the code that runs).
+_CODE_VARIABLES = frozenset({
+    "PS0", "PS1", "PS2", "PS3", "PS4", "PROMPT_COMMAND", "ENV", "BASH_ENV", "PATH",
+    "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "BASH_LOADABLES_PATH", "SHELLOPTS",
+    "BASHOPTS"})
+_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 # Run an argument (or their standard input) as code: option letters and long options that
 # take inline code. Shells and interpreters with no operand read their program from stdin.
 _CODE_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -82,8 +90,8 @@ _ARITH_TEST_OPS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
 # bash builtins that take variable names (a name's subscript is evaluated as arithmetic).
 _DECLARERS = frozenset({"declare", "typeset", "local", "export", "readonly"})
 _NAME_TAKERS = {"read": "pdtnNui", "unset": "", "mapfile": "dnOsuCc", "readarray": "dnOsuCc"}
-_INTEGER = re.compile(r"^[+-]?[0-9]+$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")  # fullmatch
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch
 _SUBSCRIPT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\[[^\]]*$")
 _KEYWORDS = frozenset({
     "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "in", "!", "{",
@@ -545,13 +553,17 @@ def _runs_code(words: Sequence[str]) -> str | None:
 
 
 def _word_rule(occ: _Occurrence) -> tuple[str, str] | None:
-    """("integer" | "name", why) for a value in a word that bash evaluates."""
+    """("refused" | "integer" | "name", why) for a value in a word the shell interprets
+    beyond expanding it: assignments to code variables, bash's arithmetic and variable-name
+    arguments."""
+    assigned = _ASSIGNMENT.match(occ.prefix)
+    if assigned and assigned.group(1) in _CODE_VARIABLES:
+        return "refused", f"the shell runs code named by {assigned.group(1)}"
     words = occ.commands[-1].words
     i = occ.word_index
     if not words or i == 0:
         return None
-    first = words[0]
-    prev = words[i - 1]
+    first, prev = words[0], words[i - 1]
     if first == "let":
         return "integer", "'let' evaluates its arguments as arithmetic"
     if first == "[[" and any(w in _ARITH_TEST_OPS for w in words):
@@ -563,11 +575,11 @@ def _word_rule(occ: _Occurrence) -> tuple[str, str] | None:
     if first == "getopts" and i == 2:
         return "name", "'getopts' takes a variable name"
     if first in _NAME_TAKERS:
-        takes_arg = _NAME_TAKERS[first]
-        if not (prev.startswith("-") and prev[-1:] in takes_arg) and not words[i:i + 1] == ["-"]:
+        option_argument = prev.startswith("-") and prev[-1] in _NAME_TAKERS[first]
+        if not option_argument:
             return "name", f"'{first}' takes variable names"
     if first in _DECLARERS:
-        if "=" not in occ.prefix:
+        if not assigned:
             return "name", f"'{first}' takes variable names before '='"
         if _has_option(words[1:i], "i", ()):
             return "integer", f"'{first} -i' evaluates the value as arithmetic"
@@ -585,11 +597,13 @@ def analyse(text: str) -> dict[int, _Occurrence]:
                 if occ.refused is None:
                     occ.refused = _runs_code(member.words)
         if occ.integer is None and occ.refused is None and occ.context in (BARE, DQ, SQ):
-            rule = _word_rule(occ)
-            if rule is not None and rule[0] == "integer":
-                occ.integer = rule[1]
-            elif rule is not None:
-                occ.identifier = rule[1]
+            kind, why = _word_rule(occ) or ("", "")
+            if kind == "refused":
+                occ.refused = why
+            elif kind == "integer":
+                occ.integer = why
+            elif kind == "name":
+                occ.identifier = why
     return {occ.index: occ for occ in out}
 
 
@@ -671,10 +685,10 @@ def bind(text: str, values: Sequence[tuple[str, str]]) -> ShellCommand:
                 f"Runtime variable '{name}' refused: its place in the command cannot be read")
         if occ.refused:
             raise VariableResolutionError(f"Runtime variable '{name}' refused: {occ.refused}")
-        if occ.integer and not _INTEGER.match(value):
+        if occ.integer and not _INTEGER.fullmatch(value):
             raise VariableResolutionError(
                 f"Runtime variable '{name}' must be an integer here: {occ.integer}")
-        if occ.identifier and not _IDENTIFIER.match(value):
+        if occ.identifier and not _IDENTIFIER.fullmatch(value):
             raise VariableResolutionError(
                 f"Runtime variable '{name}' must be a plain variable name here: "
                 f"{occ.identifier}")

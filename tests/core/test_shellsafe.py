@@ -302,6 +302,12 @@ REFUSED = [
     ("unset {{ x }}", "variable name"),
     ("[[ -v {{ x }} ]]", "variable name"),
     ("echo 'unterminated {{ x }}", "cannot be read"),
+    ("alias a='echo {{ x }}'", "alias"),
+    (". <(printf %s {{ x }})", "'.'"),
+    ("bash <(printf %s {{ x }})", "standard input"),
+    ("PS4={{ x }}; set -x; true", "PS4"),
+    ("export PATH={{ x }}:$PATH", "PATH"),
+    ("LD_PRELOAD=\"{{ x }}\" ls", "LD_PRELOAD"),
 ]
 
 
@@ -343,6 +349,14 @@ def test_display_shows_values_quoted_in_place() -> None:
     assert shell.display == "echo \"d: $(dirname 'x; rm -rf ~')\""
     assert shell.script == 'echo "d: $(dirname "${SIDECAR_VAR_f}")"'
     assert shell.env == {"SIDECAR_VAR_f": "x; rm -rf ~"}
+
+
+def test_integers_and_names_are_matched_whole() -> None:
+    for template in ("echo $(( {{ x }} ))", "printf -v {{ x }} %s 1"):
+        with pytest.raises(VariableResolutionError):
+            Resolver({}, {"x": "5\n"}).render_shell(template)
+    assert Resolver({}, {"x": "-5"}).render_shell("echo $(( {{ x }} ))").display == \
+        "echo $(( -5 ))"
 
 
 def test_nul_and_lone_surrogates_are_refused() -> None:
