@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -218,3 +219,20 @@ def test_plain_sidecar_serves_when_stdin_is_not_a_tty(tmp_path: Path) -> None:
     response = json.loads(payload[:length])
     assert response["id"] == 1 and response["result"]["serverInfo"]["name"] == "cmdsidecar"
     assert proc.returncode == 1  # the client went away without shutdown (protocol.md §1)
+
+
+@pytest.mark.parametrize("stdin_kind", ["devnull", "empty-file"])
+@pytest.mark.parametrize("args", [["serve"], []], ids=["serve", "plain"])
+def test_serve_with_nothing_on_stdin_exits_at_once(tmp_path: Path, args: list[str],
+                                                   stdin_kind: str) -> None:
+    """``sidecar serve </dev/null`` (or an empty file): end of input before any message is a
+    session that never started, so the server exits at once with 0 (protocol.md §1)."""
+    write(tmp_path / "sidecar.toml", CHAIN)
+    empty = tmp_path / "empty.in"
+    empty.write_bytes(b"")
+    with open(os.devnull if stdin_kind == "devnull" else empty, "rb") as stdin:
+        proc = subprocess.run([PY, "-m", "sidecar", *args], cwd=tmp_path, stdin=stdin,
+                              capture_output=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr and b"Error" not in proc.stderr, proc.stderr.decode()
+    assert proc.stdout == b""
