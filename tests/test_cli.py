@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,6 +151,32 @@ def test_graph_text_and_mermaid(tmp_path: Path) -> None:
     mermaid = sidecar("graph", "--mermaid", cwd=tmp_path).stdout
     assert mermaid.startswith("flowchart LR")
     assert 'c0 -- "success" --> c1' in mermaid
+
+
+def test_graph_mermaid_is_deterministic_with_one_node_per_event(tmp_path: Path) -> None:
+    """Same output in every process (so it can be committed and diffed), and an event that
+    both triggers one command and cancels another (changes_applied here) is one node."""
+    shutil.copy(EXAMPLE / "cmdorc.toml", tmp_path / "cmdorc.toml")
+    outputs = []
+    for seed in ("1", "2", "3"):
+        proc = subprocess.run([PY, "-m", "sidecar", "graph", "--mermaid"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] == outputs[2]
+    mermaid = outputs[0]
+    events: dict[str, set[str]] = {}
+    for node, label in re.findall(r'(\w+)\(\["([^"]*)"\]\)', mermaid):  # stadium: an event
+        events.setdefault(label, set()).add(node)
+    assert sorted(events) == ["Lint", "Tests", "changes_applied", "exit", "prompt_send"]
+    assert all(len(nodes) == 1 for nodes in events.values()), events
+    assert len({n for nodes in events.values() for n in nodes}) == len(events)
+    (applied,) = events["changes_applied"]
+    commands = dict(re.findall(r'^  (\w+)\["([^"]*)"\]$', mermaid, re.M))
+    by_name = {name: node for node, name in commands.items()}
+    assert f"  {applied} --> {by_name['Lint']}" in mermaid.splitlines()
+    assert f"  {applied} -. cancels .-> {by_name['Tests']}" in mermaid.splitlines()
 
 
 def test_init_writes_a_valid_sample(tmp_path: Path) -> None:
