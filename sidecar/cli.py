@@ -2,13 +2,14 @@
 
 ``sidecar run NAME``, ``sidecar trigger EVENT``, ``sidecar save PATH``, ``sidecar check``, ``sidecar preview NAME``,
 ``sidecar graph``, ``sidecar init``, ``sidecar serve`` (also plain ``sidecar`` when stdin is not
-a TTY). Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
+a TTY), ``sidecar --version``. Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -368,6 +369,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- parser
+def version() -> str:
+    """The installed version of the ``cmdsidecar`` distribution (the package's own
+    ``__version__`` when run from a source tree that is not installed)."""
+    try:
+        return importlib.metadata.version("cmdsidecar")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", action="append", metavar="FILE",
@@ -383,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sidecar", description="Trigger-driven command orchestrator (cmdorc-compatible).")
+    parser.add_argument("--version", action="version", version=f"sidecar {version()}")
     sub = parser.add_subparsers(dest="cmd")
 
     p = sub.add_parser("run", parents=[common, runtime],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -263,3 +264,9 @@ def test_serve_with_nothing_on_stdin_exits_at_once(tmp_path: Path, args: list[st
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"Traceback" not in proc.stderr and b"Error" not in proc.stderr, proc.stderr.decode()
     assert proc.stdout == b""
+
+
+def test_version(tmp_path: Path) -> None:
+    proc = sidecar("--version", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"sidecar {importlib.metadata.version('cmdsidecar')}\n"
