@@ -189,6 +189,25 @@ def test_init_writes_a_valid_sample(tmp_path: Path) -> None:
     assert again.returncode == 1 and "exists" in again.stderr
 
 
+def test_init_sample_tells_hooks_to_call_sidecar_save(tmp_path: Path) -> None:
+    """The sample's [on_save] comment names the command a hook calls (as README does), and
+    that command fires the table's triggers with the saved path."""
+    assert sidecar("init", cwd=tmp_path).returncode == 0
+    lines = (tmp_path / "sidecar.toml").read_text(encoding="utf-8").splitlines()
+    at = lines.index("[on_save]")
+    start = at
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    comment = " ".join(lines[start:at])
+    assert "`sidecar save" in comment and "sidecar trigger" not in comment, comment
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("x = 1\n")
+    proc = sidecar("save", "src/app.py", cwd=tmp_path)
+    assert any(line.startswith("▶ Lint running  (changes_applied)")
+               for line in proc.stdout.splitlines()), proc.stdout + proc.stderr
+    assert any(line.startswith("✓ Lint success") for line in proc.stdout.splitlines())
+
+
 def test_bundled_example_main_job(tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".cmdorc"))
