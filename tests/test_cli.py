@@ -115,6 +115,15 @@ def test_check_reports_positions_and_exit_code(tmp_path: Path) -> None:
     assert "0 error(s)" in proc.stderr
 
 
+def test_check_suggests_a_close_command_name(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "sidecar.toml", CHAIN.replace("command_success:Lint",
+                                                         "command_success:Lnt"))
+    proc = sidecar("check", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert (f"{cfg}:9:13: error: 'command_success:Lnt' names unknown command 'Lnt'; "
+            "did you mean 'Lint'? [unknown-command]") in proc.stdout.splitlines()
+
+
 def test_check_syntax_error_json(tmp_path: Path) -> None:
     bad = write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = \n')
     proc = sidecar("check", "--json", cwd=tmp_path)

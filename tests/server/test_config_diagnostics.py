@@ -179,6 +179,14 @@ async def test_three_command_trigger_cycle(session: Session) -> None:
     assert all(path in d.message for d in diags)
 
 
+async def test_unknown_command_suggests_a_close_name(session: Session) -> None:
+    await open_clean(session)
+    diags = await change(session, CLEAN.replace("command_success:Lint", "command_success:Lnt"))
+    assert summary(diags) == [("unknown-command", rng(14, 12, 33), 1)]
+    assert diags[0].message == ("'command_success:Lnt' names unknown command 'Lnt'; "
+                                "did you mean 'Lint'?")
+
+
 async def test_unemitted_trigger_is_an_unnecessary_hint(session: Session) -> None:
     await open_clean(session)
     diags = await change(session, CLEAN.replace('["changed"]', '["changed", "deploy"]'))
