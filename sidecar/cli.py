@@ -2,7 +2,8 @@
 
 ``sidecar run NAME``, ``sidecar trigger EVENT``, ``sidecar save PATH``, ``sidecar check``, ``sidecar preview NAME``,
 ``sidecar graph``, ``sidecar init``, ``sidecar serve`` (also plain ``sidecar`` when stdin is not
-a TTY), ``sidecar --version``. Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
+a TTY), ``sidecar --version``. Messages go to stderr; stdout carries results (and, for
+``serve``, only the protocol).
 """
 
 from __future__ import annotations

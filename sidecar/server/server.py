@@ -847,8 +847,9 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     """Run the sidecar on stdio (or the given binary streams) until ``exit`` or end of input.
 
     Returns the exit code: 0 after ``shutdown`` + ``exit`` (or a signal, or end of input
-    before any message), 1 if the client went away without ``shutdown``. Never writes anything but protocol messages to stdout:
-    ``sys.stdout`` is pointed at stderr while serving.
+    before any message), 1 if the client went away without ``shutdown``. Never writes
+    anything but protocol messages to stdout: ``sys.stdout`` is pointed at stderr while
+    serving.
     """
     out = stdout if stdout is not None else sys.stdout.buffer
     inp = stdin if stdin is not None else sys.stdin.buffer
