@@ -2,13 +2,15 @@
 
 ``sidecar run NAME``, ``sidecar trigger EVENT``, ``sidecar save PATH``, ``sidecar check``, ``sidecar preview NAME``,
 ``sidecar graph``, ``sidecar init``, ``sidecar serve`` (also plain ``sidecar`` when stdin is not
-a TTY). Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
+a TTY), ``sidecar --version``. Messages go to stderr; stdout carries results (and, for
+``serve``, only the protocol).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -306,22 +308,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     emitted = emitted_events(triggers)
     external = sorted({t for ts in triggers.values() for t in ts if t not in emitted})
     if args.mermaid:
-        ids = {name: f"c{i}" for i, name in enumerate(triggers)}
-        _out("flowchart LR")
-        for name, node in ids.items():
-            _out(f'  {node}["{name}"]')
-        for i, event in enumerate(external):
-            _out(f'  e{i}(["{event}"])')
-            for name, ts in triggers.items():
-                if event in ts:
-                    _out(f"  e{i} --> {ids[name]}")
-        for a, edges in graph.items():
-            for b, event in edges:
-                _out(f'  {ids[a]} -- "{event.split(":", 1)[0].removeprefix("command_")}" '
-                     f"--> {ids[b]}")
-        for name, ts in cancels.items():
-            for t in ts:
-                _out(f'  x{abs(hash(t)) % 10**8}(["{t}"]) -. cancels .-> {ids[name]}')
+        for line in _mermaid(triggers, cancels, graph, external):
+            _out(line)
         return 0
     for event in external:
         listeners = [n for n, ts in triggers.items() if event in ts]
@@ -333,6 +321,35 @@ def cmd_graph(args: argparse.Namespace) -> int:
         for t in ts:
             _out(f"{t} ⊘ cancels {name}")
     return 0
+
+
+def _mermaid_label(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _mermaid(triggers: dict[str, list[str]], cancels: dict[str, list[str]],
+             graph: dict[str, list[tuple[str, str]]], external: list[str]) -> list[str]:
+    """A Mermaid flowchart that depends only on the config (it can be committed and diffed):
+    commands ``c0…`` in config order, events ``e0…`` sorted by name, one node per event
+    whether it starts commands, cancels them, or both."""
+    cmd_ids = {name: f"c{i}" for i, name in enumerate(triggers)}
+    events = sorted({*external, *(t for ts in cancels.values() for t in ts)})
+    ev_ids = {event: f"e{i}" for i, event in enumerate(events)}
+    lines = ["flowchart LR"]
+    lines += [f'  {node}["{_mermaid_label(name)}"]' for name, node in cmd_ids.items()]
+    lines += [f'  {node}(["{_mermaid_label(event)}"])' for event, node in ev_ids.items()]
+    for event in external:
+        for name, ts in triggers.items():
+            if event in ts:
+                lines.append(f"  {ev_ids[event]} --> {cmd_ids[name]}")
+    for a, edges in graph.items():
+        for b, event in edges:
+            kind = event.split(":", 1)[0].removeprefix("command_")
+            lines.append(f'  {cmd_ids[a]} -- "{kind}" --> {cmd_ids[b]}')
+    for name, ts in cancels.items():
+        for t in ts:
+            lines.append(f"  {ev_ids[t]} -. cancels .-> {cmd_ids[name]}")
+    return lines
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -353,6 +370,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- parser
+def version() -> str:
+    """The installed version of the ``cmdsidecar`` distribution (the package's own
+    ``__version__`` when run from a source tree that is not installed)."""
+    try:
+        return importlib.metadata.version("cmdsidecar")
+    except importlib.metadata.PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", action="append", metavar="FILE",
@@ -368,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sidecar", description="Trigger-driven command orchestrator (cmdorc-compatible).")
+    parser.add_argument("--version", action="version", version=f"sidecar {version()}")
     sub = parser.add_subparsers(dest="cmd")
 
     p = sub.add_parser("run", parents=[common, runtime],

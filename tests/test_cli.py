@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,6 +115,15 @@ def test_check_reports_positions_and_exit_code(tmp_path: Path) -> None:
     assert "0 error(s)" in proc.stderr
 
 
+def test_check_suggests_a_close_command_name(tmp_path: Path) -> None:
+    cfg = write(tmp_path / "sidecar.toml", CHAIN.replace("command_success:Lint",
+                                                         "command_success:Lnt"))
+    proc = sidecar("check", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert (f"{cfg}:9:13: error: 'command_success:Lnt' names unknown command 'Lnt'; "
+            "did you mean 'Lint'? [unknown-command]") in proc.stdout.splitlines()
+
+
 def test_check_syntax_error_json(tmp_path: Path) -> None:
     bad = write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = \n')
     proc = sidecar("check", "--json", cwd=tmp_path)
@@ -151,6 +163,32 @@ def test_graph_text_and_mermaid(tmp_path: Path) -> None:
     assert 'c0 -- "success" --> c1' in mermaid
 
 
+def test_graph_mermaid_is_deterministic_with_one_node_per_event(tmp_path: Path) -> None:
+    """Same output in every process (so it can be committed and diffed), and an event that
+    both triggers one command and cancels another (changes_applied here) is one node."""
+    shutil.copy(EXAMPLE / "cmdorc.toml", tmp_path / "cmdorc.toml")
+    outputs = []
+    for seed in ("1", "2", "3"):
+        proc = subprocess.run([PY, "-m", "sidecar", "graph", "--mermaid"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(proc.stdout)
+    assert outputs[0] == outputs[1] == outputs[2]
+    mermaid = outputs[0]
+    events: dict[str, set[str]] = {}
+    for node, label in re.findall(r'(\w+)\(\["([^"]*)"\]\)', mermaid):  # stadium: an event
+        events.setdefault(label, set()).add(node)
+    assert sorted(events) == ["Lint", "Tests", "changes_applied", "exit", "prompt_send"]
+    assert all(len(nodes) == 1 for nodes in events.values()), events
+    assert len({n for nodes in events.values() for n in nodes}) == len(events)
+    (applied,) = events["changes_applied"]
+    commands = dict(re.findall(r'^  (\w+)\["([^"]*)"\]$', mermaid, re.M))
+    by_name = {name: node for node, name in commands.items()}
+    assert f"  {applied} --> {by_name['Lint']}" in mermaid.splitlines()
+    assert f"  {applied} -. cancels .-> {by_name['Tests']}" in mermaid.splitlines()
+
+
 def test_init_writes_a_valid_sample(tmp_path: Path) -> None:
     proc = sidecar("init", cwd=tmp_path)
     assert proc.returncode == 0
@@ -158,6 +196,25 @@ def test_init_writes_a_valid_sample(tmp_path: Path) -> None:
     assert sidecar("check", cwd=tmp_path).returncode == 0
     again = sidecar("init", cwd=tmp_path)
     assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_init_sample_tells_hooks_to_call_sidecar_save(tmp_path: Path) -> None:
+    """The sample's [on_save] comment names the command a hook calls (as README does), and
+    that command fires the table's triggers with the saved path."""
+    assert sidecar("init", cwd=tmp_path).returncode == 0
+    lines = (tmp_path / "sidecar.toml").read_text(encoding="utf-8").splitlines()
+    at = lines.index("[on_save]")
+    start = at
+    while start > 0 and lines[start - 1].startswith("#"):
+        start -= 1
+    comment = " ".join(lines[start:at])
+    assert "`sidecar save" in comment and "sidecar trigger" not in comment, comment
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("x = 1\n")
+    proc = sidecar("save", "src/app.py", cwd=tmp_path)
+    assert any(line.startswith("▶ Lint running  (changes_applied)")
+               for line in proc.stdout.splitlines()), proc.stdout + proc.stderr
+    assert any(line.startswith("✓ Lint success") for line in proc.stdout.splitlines())
 
 
 def test_bundled_example_main_job(tmp_path: Path) -> None:
@@ -218,3 +275,26 @@ def test_plain_sidecar_serves_when_stdin_is_not_a_tty(tmp_path: Path) -> None:
     response = json.loads(payload[:length])
     assert response["id"] == 1 and response["result"]["serverInfo"]["name"] == "cmdsidecar"
     assert proc.returncode == 1  # the client went away without shutdown (protocol.md §1)
+
+
+@pytest.mark.parametrize("stdin_kind", ["devnull", "empty-file"])
+@pytest.mark.parametrize("args", [["serve"], []], ids=["serve", "plain"])
+def test_serve_with_nothing_on_stdin_exits_at_once(tmp_path: Path, args: list[str],
+                                                   stdin_kind: str) -> None:
+    """``sidecar serve </dev/null`` (or an empty file): end of input before any message is a
+    session that never started, so the server exits at once with 0 (protocol.md §1)."""
+    write(tmp_path / "sidecar.toml", CHAIN)
+    empty = tmp_path / "empty.in"
+    empty.write_bytes(b"")
+    with open(os.devnull if stdin_kind == "devnull" else empty, "rb") as stdin:
+        proc = subprocess.run([PY, "-m", "sidecar", *args], cwd=tmp_path, stdin=stdin,
+                              capture_output=True, timeout=10)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr and b"Error" not in proc.stderr, proc.stderr.decode()
+    assert proc.stdout == b""
+
+
+def test_version(tmp_path: Path) -> None:
+    proc = sidecar("--version", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"sidecar {importlib.metadata.version('cmdsidecar')}\n"

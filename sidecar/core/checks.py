@@ -22,7 +22,7 @@ from .config import (
     RunnerConfig,
     validate_data,
 )
-from .problems import WHOLE_FIRST_LINE, Problem, Severity, Span
+from .problems import WHOLE_FIRST_LINE, Problem, Severity, Span, did_you_mean
 from .templates import find_cycle, scan
 from .tomlspans import Part, SpanIndex
 from .triggers import LIFECYCLE_EVENTS, emitted_events, find_cycles, matches, split_auto_event
@@ -302,7 +302,8 @@ class _Checker:
                     auto = split_auto_event(trigger)
                     if auto is not None and "*" not in auto[1] and auto[1] not in names:
                         self.add(cmd.file, span, Severity.ERROR, "unknown-command",
-                                 f"'{trigger}' names unknown command '{auto[1]}'")
+                                 f"'{trigger}' names unknown command '{auto[1]}'"
+                                 + did_you_mean(auto[1], self.commands))
                         continue
                     if key != "triggers" or trigger == cmd.name or trigger in on_save:
                         continue

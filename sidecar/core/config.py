@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .errors import ConfigValidationError
-from .problems import WHOLE_FIRST_LINE, Problem, Severity
+from .problems import WHOLE_FIRST_LINE, Problem, Severity, did_you_mean
 
 logger = logging.getLogger("sidecar.config")
 
@@ -202,13 +202,9 @@ def _wrong_type(path: KeyPath, kind: str, value: Any) -> PathProblem:
 
 
 def _unknown_key(path: KeyPath, known: Iterable[str], where: str) -> PathProblem:
-    import difflib
-
     key = str(path[-1])
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
     return PathProblem(path, "key", Severity.ERROR, "unknown-key",
-                       f"unknown key '{key}' in {where}{hint}")
+                       f"unknown key '{key}' in {where}{did_you_mean(key, known)}")
 
 
 def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> ParsedFile:

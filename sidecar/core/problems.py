@@ -6,7 +6,9 @@ the way compilers do (``file:line:col: severity: message``).
 
 from __future__ import annotations
 
+import difflib
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -63,3 +65,9 @@ class Problem:
             f"{self.file}:{self.span.line + 1}:{self.span.column + 1}: "
             f"{self.severity.label}: {self.message} [{self.code}]"
         )
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` for the choice closest to a misspelt ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -9,8 +9,8 @@ backpressure cap (see protocol.md, "Backpressure"). Bodies of ``Content-Length``
 messages are parsed on the loop as they arrive; end of input (the client closed the pipe or
 died) is reported through ``on_eof``.
 
-Streams that are not pipes, sockets or character devices (a regular file, say) fall back to
-:class:`QueueWriter` / :class:`FrameReader`, which do the same from daemon threads.
+Streams the event loop cannot poll (a regular file, ``/dev/null``: epoll refuses both) fall
+back to :class:`QueueWriter` / :class:`FrameReader`, which do the same from daemon threads.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import selectors
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -332,6 +333,25 @@ def _grow_pipe(stream: BinaryIO, size: int = 1 << 20) -> None:
         pass
 
 
+def _pollable(stream: BinaryIO, events: int) -> bool:
+    """Whether the event loop's selector accepts ``stream``. asyncio's pipe transports take
+    any pipe, socket or character device, but register it with the selector only later, in a
+    callback: ``/dev/null`` (a character device epoll refuses with EPERM) would then fail
+    there, with a logged traceback and no end-of-input, instead of falling back."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(fd, events)
+    except (OSError, ValueError):
+        return False
+    finally:
+        selector.close()
+    return True
+
+
 async def open_stdio(
     stdin: BinaryIO, stdout: BinaryIO, on_body: Callable[[bytes], None],
     on_eof: Callable[[], None], on_broken: Callable[[], None],
@@ -341,12 +361,16 @@ async def open_stdio(
     writer: Writer
     _grow_pipe(stdout)
     try:
+        if not _pollable(stdout, selectors.EVENT_WRITE):
+            raise ValueError("stdout cannot be polled")
         transport, wproto = await loop.connect_write_pipe(lambda: _WriteProtocol(on_broken),
                                                           stdout)
         writer = TransportWriter(transport, wproto)
     except (ValueError, OSError, AttributeError):
         writer = ThreadWriterAdapter(QueueWriter(stdout, on_broken=on_broken))
     try:
+        if not _pollable(stdin, selectors.EVENT_READ):
+            raise ValueError("stdin cannot be polled")
         await loop.connect_read_pipe(lambda: _ReadProtocol(on_body, on_eof), stdin)
     except (ValueError, OSError, AttributeError):
         FrameReader(stdin, loop, on_body, on_eof).start()

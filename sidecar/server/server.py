@@ -156,6 +156,7 @@ class SidecarServer(LanguageServer):
         self._remove_listener: Callable[[], None] | None = None
         self._stop: asyncio.Event | None = None
         self._exit_code = 0
+        self._received = False  # any message yet (end of input before one is not an error)
         self._shutting_down = False
         self._fired: dict[str, int | None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -418,7 +419,7 @@ class SidecarServer(LanguageServer):
     def _on_eof(self) -> None:
         if self._stop is not None and not self._stop.is_set():
             logger.info("client gone (stdin closed); stopping")
-            self._exit_code = 0 if self.protocol._shutdown else 1
+            self._exit_code = 0 if self.protocol._shutdown or not self._received else 1
             self._stop.set()
 
     async def shutdown_core(self, timeout: float = 5.0) -> None:
@@ -431,6 +432,7 @@ class SidecarServer(LanguageServer):
                 logger.exception("orchestrator shutdown failed")
 
     def _on_body(self, body: bytes) -> None:
+        self._received = True
         proto = self.protocol
         try:
             message = json.loads(body, object_hook=proto.structure_message)
@@ -844,9 +846,10 @@ class _ClientLogHandler(logging.Handler):
 def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     """Run the sidecar on stdio (or the given binary streams) until ``exit`` or end of input.
 
-    Returns the exit code: 0 after ``shutdown`` + ``exit`` (or a signal), 1 if the client
-    went away without ``shutdown``. Never writes anything but protocol messages to stdout:
-    ``sys.stdout`` is pointed at stderr while serving.
+    Returns the exit code: 0 after ``shutdown`` + ``exit`` (or a signal, or end of input
+    before any message), 1 if the client went away without ``shutdown``. Never writes
+    anything but protocol messages to stdout: ``sys.stdout`` is pointed at stderr while
+    serving.
     """
     out = stdout if stdout is not None else sys.stdout.buffer
     inp = stdin if stdin is not None else sys.stdin.buffer

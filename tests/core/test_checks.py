@@ -241,6 +241,20 @@ def test_unknown_command(tmp_path: Path) -> None:
     assert report.config is None
 
 
+def test_unknown_command_suggests_a_close_name(tmp_path: Path) -> None:
+    text = ('[[command]]\nname = "Lint"\ncommand = "x"\n'
+            '[[command]]\nname = "Tests"\ncommand = "y"\n'
+            'triggers = ["command_success:Lnt"]\ncancel_on_triggers = ["command_started:tests"]\n'
+            '[[command]]\nname = "Other"\ncommand = "z"\ntriggers = ["command_failed:Zzz"]\n')
+    report = check(tmp_path, cmdorc_toml=text)
+    messages = [p.message for p in only(report, "unknown-command")]
+    assert messages == [
+        "'command_success:Lnt' names unknown command 'Lnt'; did you mean 'Lint'?",
+        "'command_started:tests' names unknown command 'tests'; did you mean 'Tests'?",
+        "'command_failed:Zzz' names unknown command 'Zzz'",
+    ]
+
+
 def test_hints(tmp_path: Path) -> None:
     text = """\
 [on_save]

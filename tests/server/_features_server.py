@@ -185,14 +185,32 @@ class Session:
 
         return await asyncio.wait_for(loop(), timeout)
 
-    async def diagnostics(self, name: str, *, since: int = 0,
-                          version: int | None = None) -> list[types.Diagnostic]:
+    async def diagnostics(self, name: str, *, since: int = 0, version: int | None = None,
+                          after: tuple[str, int] | None = None) -> list[types.Diagnostic]:
         """The first diagnostics published for ``name`` after mark ``since`` (and for
-        ``version`` when given)."""
+        ``version`` when given).
+
+        A file that is not open has no version to wait for, and the first diagnostics for
+        it after a mark may come from a check that ran *before* the mark (its message was
+        still on the way). ``after=(other, version)`` skips those: only diagnostics
+        published after ``other``'s diagnostics for ``version`` count. The server checks
+        all config files on every change and publishes them together, in config order, so
+        for a file that comes after ``other`` in the config these are from that same check.
+        """
         uri = self.uri(name)
 
         def find() -> list[types.Diagnostic] | None:
-            for params in self.published[since:]:
+            start = since
+            if after is not None:
+                anchor = self.uri(after[0])
+                for i in range(since, len(self.published)):
+                    params = self.published[i]
+                    if params.uri == anchor and params.version == after[1]:
+                        start = i + 1
+                        break
+                else:
+                    return None
+            for params in self.published[start:]:
                 if params.uri == uri and (version is None or params.version == version):
                     return list(params.diagnostics) or [None]  # type: ignore[list-item]
             return None
