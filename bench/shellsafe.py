@@ -17,10 +17,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import fmt_ratio, markdown_table, median  # noqa: E402
+from _common import fmt_ratio, markdown_table, median
 
-from sidecar import CommandConfig, CommandOrchestrator, OutputStorageConfig, RunnerConfig  # noqa: E402
-from sidecar.core.templates import Resolver  # noqa: E402
+from sidecar import CommandConfig, CommandOrchestrator, OutputStorageConfig, RunnerConfig
+from sidecar.core.templates import Resolver
 
 NESTED = '''echo "a $(printf %s "b `printf %s {{ x }}` c") d" | cat'''
 VALUE = "x'; touch /tmp/never; \"$(touch /tmp/never)\" `touch /tmp/never`"
