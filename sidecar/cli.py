@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runtime = argparse.ArgumentParser(add_help=False)
     runtime.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                         help="runtime variable (shell-quoted where substituted)")
+                         help="runtime variable (never shell code; see README \"Safety\")")
     runtime.add_argument("--json", action="store_true", help="JSON instead of text")
 
     parser = argparse.ArgumentParser(
