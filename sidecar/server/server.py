@@ -11,7 +11,8 @@ definition. The server reloads on ``initialized``, on ``sidecar/reload`` and whe
 is saved or changes on disk.
 
 I/O: :mod:`sidecar.server.io` (asyncio pipe transports with flow control; a stalled client
-never blocks the event loop). Output chunks: :mod:`sidecar.server.streams`.
+never blocks the event loop). Validation of incoming messages and error responses:
+:mod:`sidecar.server.rpc`. Output chunks: :mod:`sidecar.server.streams`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from typing import Any, BinaryIO
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
-from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 from pygls.uris import to_fs_path
 
 from sidecar.core import (
@@ -56,6 +55,7 @@ from sidecar.core.savehooks import triggers_for_save
 from . import protocol as P
 from .config_features import register as register_config_features
 from .io import Writer, open_stdio
+from .rpc import LOCAL_ONLY, SidecarProtocol
 from .streams import ChunkStreamer
 from .workspace_config import ConfigWorkspace
 from .workspace_config import register as register_config_sync
@@ -108,33 +108,9 @@ class _RunProgress:
         self.task: asyncio.Task[None] | None = None
 
 
-class SidecarProtocol(LanguageServerProtocol):
-    """pygls protocol with: raw-dict params for ``sidecar/*`` methods (validated by us, so
-    errors can name fields), a hook after each response is written, and an ``exit`` that stops
-    the server cleanly instead of ``sys.exit`` inside the event loop."""
-
-    _server: SidecarServer
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        method = data.get("method") if "jsonrpc" in data else None
-        if isinstance(method, str) and method.startswith("sidecar/"):
-            if "id" in data:
-                return JsonRPCRequestMessage(id=data["id"], method=method,
-                                             jsonrpc=data["jsonrpc"], params=data.get("params"))
-            return JsonRPCNotification(method=method, jsonrpc=data["jsonrpc"],
-                                       params=data.get("params"))
-        return super().structure_message(data)
-
-    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
-        super()._send_handler_result(future, msg_id=msg_id)
-        self._server._response_sent(msg_id)
-
-    @lsp_method(lsp.EXIT)
-    def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]
-        self._server._request_stop(0 if self._shutdown else 1)
-
-
 class SidecarServer(LanguageServer):
+    protocol: SidecarProtocol
+
     def __init__(self) -> None:
         from sidecar import __version__
 
@@ -431,57 +407,7 @@ class SidecarServer(LanguageServer):
                 logger.exception("orchestrator shutdown failed")
 
     def _on_body(self, body: bytes) -> None:
-        proto = self.protocol
-        try:
-            message = json.loads(body, object_hook=proto.structure_message)
-        except Exception as exc:
-            self._reject(body, exc)
-            return
-        if not hasattr(message, "jsonrpc"):
-            msg_id = message.get("id") if isinstance(message, dict) else None
-            self._send_error(msg_id, P.E_INVALID_REQUEST, "not a JSON-RPC 2.0 message")
-            return
-        msg_id = getattr(message, "id", None)
-        if msg_id is not None and (not isinstance(msg_id, (str, int)) or isinstance(msg_id, bool)):
-            self._send_error(None, P.E_INVALID_REQUEST, "id must be a string or a number")
-            return
-        method = getattr(message, "method", None)
-        if proto._shutdown and hasattr(message, "id") and method not in (None, lsp.EXIT):
-            self._send_error(message.id, P.E_INVALID_REQUEST, "server is shutting down")
-            return
-        try:
-            proto.handle_message(message)
-        except Exception:
-            logger.exception("failed to handle a message")
-
-    def _reject(self, body: bytes, exc: Exception) -> None:
-        try:
-            raw = json.loads(body)
-        except Exception:
-            self._send_error(None, P.E_PARSE_ERROR, "parse error")
-            return
-        if isinstance(raw, dict) and "id" in raw and "method" in raw:
-            detail = ""
-            cause = exc.__cause__
-            if cause is not None:
-                try:
-                    from cattrs import transform_error
-
-                    detail = "; ".join(_field_message(m)
-                                       for m in transform_error(cause, path="$"))
-                except Exception:
-                    detail = str(cause)
-            self._send_error(raw["id"], P.E_INVALID_PARAMS, f"invalid params: {detail}".rstrip(": "))
-        elif isinstance(raw, dict) and "id" in raw:
-            self._send_error(raw["id"], P.E_INVALID_REQUEST, "invalid request")
-        else:
-            logger.warning("dropping malformed message: %s", exc)
-
-    def _send_error(self, msg_id: Any, code: int, message: str) -> None:
-        body = json.dumps({"jsonrpc": "2.0", "id": msg_id,
-                           "error": {"code": code, "message": message}}).encode()
-        if self.writer is not None:
-            self.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.protocol.receive(body)
 
     async def run_stdio(self, stdin: BinaryIO, stdout: BinaryIO) -> int:
         loop = asyncio.get_running_loop()
@@ -524,15 +450,6 @@ def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
 
 
 # ===================================================================== handlers
-
-def _field_message(message: str) -> str:
-    """``required field missing @ $.params.text_document`` → ``… @ params.textDocument``."""
-    text, sep, path = message.rpartition(" @ $")
-    if not sep:
-        return message
-    path = ".".join(P.camel(p) for p in path.lstrip(".").split(".") if p)
-    return f"{text} @ {path or 'params'}"
-
 
 def _core_error(exc: CmdorcError) -> P.SidecarRpcError:
     if isinstance(exc, CommandNotFoundError):
@@ -819,7 +736,8 @@ def _not_a_request_error(record: logging.LogRecord) -> bool:
 
 
 class _ClientLogHandler(logging.Handler):
-    """Forwards sidecar warnings and errors to the client as ``window/logMessage``."""
+    """Forwards sidecar warnings and errors to the client as ``window/logMessage``, except the
+    log lines of rejected messages (the client got their error responses)."""
 
     def __init__(self, server: SidecarServer) -> None:
         super().__init__(logging.WARNING)
@@ -827,7 +745,7 @@ class _ClientLogHandler(logging.Handler):
         self._busy = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._busy or self.server.writer is None:
+        if self._busy or self.server.writer is None or getattr(record, LOCAL_ONLY, False):
             return
         self._busy = True
         try:
