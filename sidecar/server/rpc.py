@@ -13,8 +13,9 @@
    handlers validate them and name the field), LSP methods are structured with lsprotocol's
    types (``-32602`` listing the bad paths).
 
-Absent ``params`` are handled as ``null``. Every rejected message is answered (when it is a
-request) and logged in one line, without a traceback.
+``params`` that are absent or an empty array (what some clients send for "no params") are
+handled as ``null``. Every rejected message is answered (when it is a request) and logged in
+one line, without a traceback.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def valid_id(value: Any) -> bool:
 def check_envelope(raw: Any) -> Rejection | None:
     """Check the JSON-RPC 2.0 envelope of a parsed message; None when it is valid.
 
-    Normalizes ``raw`` in place: absent ``params`` become ``null``.
+    Normalizes ``raw`` in place: absent ``params`` and ``params: []`` become ``null``.
     """
     if not isinstance(raw, dict):
         return Rejection(P.E_INVALID_REQUEST, "a message must be a JSON object")
@@ -95,6 +96,8 @@ def check_envelope(raw: Any) -> Rejection | None:
         return Rejection(P.E_INVALID_REQUEST, "method must be a string", reply_id)
     if has_id and not id_ok:
         return Rejection(P.E_INVALID_REQUEST, "id must be a string or a number")
+    if raw.get("params") == []:
+        raw["params"] = None
     raw.setdefault("params", None)
     return None
 

@@ -132,6 +132,29 @@ async def test_malformed_envelopes_get_invalid_request(root: Path) -> None:
         assert (await raw.response(i))["result"]["run"]["state"] == "success"
 
 
+@pytest.mark.timeout(30)
+async def test_empty_params_array_means_no_params(root: Path) -> None:
+    write_config(root, CONFIG)
+    async with await RawClient.spawn() as raw:
+        await raw.initialize(root)
+        for method in ("sidecar/status", "sidecar/commands", "sidecar/triggerGraph",
+                       "sidecar/reload"):
+            i = raw.send(method, [])
+            reply = await raw.response(i)
+            assert "result" in reply, (method, reply)
+        i = raw.send("sidecar/status", [])
+        assert len((await raw.response(i))["result"]["commands"]) == 2
+        # required fields are still required; a non-empty array is still not an object
+        i = raw.send("sidecar/history", [])
+        reply = await raw.response(i)
+        assert reply["error"]["code"] == -32602 and reply["error"]["data"]["field"] == "command"
+        i = raw.send("sidecar/run", ["Echo"])
+        reply = await raw.response(i)
+        assert reply["error"]["code"] == -32602 and reply["error"]["data"]["field"] == "params"
+        i = raw.send("shutdown", [])
+        assert (await raw.response(i))["result"] is None
+
+
 def _malformed(n: int) -> Any:
     """The n-th of a mix of broken messages (bytes: a raw body)."""
     kind = n % 12
