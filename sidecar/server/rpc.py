@@ -8,7 +8,7 @@
    ``id`` that is a string or a number (integer or not), a string ``method``; anything else is
    ``-32600`` (answered with the request's ``id`` when it is valid, else ``id: null``).
    Responses from the client are never answered; a broken one is logged and dropped;
-3. refuses requests after ``shutdown`` (``-32600``);
+3. refuses requests after ``shutdown`` and a second ``initialize`` (``-32600``);
 4. builds the pygls message: ``sidecar/*`` and unknown methods keep their raw params (our
    handlers validate them and name the field), LSP methods are structured with lsprotocol's
    types (``-32602`` listing the bad paths).
@@ -139,6 +139,9 @@ class SidecarProtocol(LanguageServerProtocol):
 
     _server: SidecarServer
 
+    initialize_received = False
+    """Set by the first ``initialize`` request whose params are accepted."""
+
     # ---------------------------------------------------------------- incoming messages
     def receive(self, body: bytes) -> None:
         """Validate and dispatch the body of one framed message."""
@@ -157,6 +160,11 @@ class SidecarProtocol(LanguageServerProtocol):
         if is_request and self._shutdown and method != lsp.EXIT:
             self.reject(Rejection(P.E_INVALID_REQUEST, "server is shutting down", raw["id"]))
             return
+        if method == lsp.INITIALIZE and (self.initialize_received or not is_request):
+            self.reject(Rejection(P.E_INVALID_REQUEST, "already initialized", raw.get("id"))
+                        if is_request else
+                        Rejection(P.E_INVALID_REQUEST, "initialize is a request", answer=False))
+            return
         try:
             message = self.structure_message(raw)
         except Exception as exc:
@@ -165,6 +173,8 @@ class SidecarProtocol(LanguageServerProtocol):
                                   raw.get("id"), answer=is_request),
                         f"{method}: {detail}" if not is_request else "")
             return
+        if method == lsp.INITIALIZE and is_request:
+            self.initialize_received = True
         try:
             self.handle_message(message)
         except Exception:

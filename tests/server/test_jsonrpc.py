@@ -155,6 +155,31 @@ async def test_empty_params_array_means_no_params(root: Path) -> None:
         assert (await raw.response(i))["result"] is None
 
 
+@pytest.mark.timeout(30)
+async def test_second_initialize_is_refused_and_changes_nothing(root: Path) -> None:
+    write_config(root, CONFIG)
+    async with await RawClient.spawn() as raw:
+        await raw.initialize(root, {"outputChunks": "none"})
+        i = raw.send("initialize", {"processId": None, "rootUri": root.as_uri(),
+                                    "capabilities": {},
+                                    "initializationOptions": {"outputChunks": "all"}})
+        reply = await raw.response(i)
+        assert reply["error"]["code"] == -32600
+        assert "already initialized" in reply["error"]["message"]
+        # still no chunks: they would come before the final runUpdate, so before this answer
+        seen: list[dict[str, Any]] = []
+        i = raw.send("sidecar/run", {"command": "Echo", "wait": True})
+        reply = await raw.response(i, seen=seen)
+        assert reply["result"]["run"]["state"] == "success"
+        assert [m["params"]["state"] for m in seen if m.get("method") == "sidecar/runUpdate"] \
+            == ["pending", "running", "success"]
+        assert not [m for m in seen if m.get("method") == "sidecar/outputChunk"]
+        # the session is the one started first (same root, same config)
+        i = raw.send("sidecar/commands")
+        assert [c["name"] for c in (await raw.response(i))["result"]["commands"]] == [
+            "Echo", "Saved"]
+
+
 def _malformed(n: int) -> Any:
     """The n-th of a mix of broken messages (bytes: a raw body)."""
     kind = n % 12
