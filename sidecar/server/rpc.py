@@ -15,7 +15,8 @@
 
 ``params`` that are absent or an empty array (what some clients send for "no params") are
 handled as ``null``. Every rejected message is answered (when it is a request) and logged in
-one line, without a traceback.
+one line, without a traceback. A handler that fails with an unexpected exception is answered
+``-32603`` with a short message; the traceback goes to the log only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcException, JsonRpcMethodNotFound, JsonRpcRequestCancelled
 from pygls.protocol import LanguageServerProtocol, lsp_method
 from pygls.protocol.json_rpc import (
     JsonRPCNotification,
@@ -133,9 +136,9 @@ def frame(message: dict[str, Any]) -> bytes:
 
 class SidecarProtocol(LanguageServerProtocol):
     """pygls protocol with: the validation of incoming messages (:meth:`receive`), raw-dict
-    params for ``sidecar/*`` methods (validated by us, so errors can name fields), a hook after
-    each response is written, and an ``exit`` that stops the server cleanly instead of
-    ``sys.exit`` inside the event loop."""
+    params for ``sidecar/*`` methods (validated by us, so errors can name fields), short
+    internal errors, a hook after each response is written, and an ``exit`` that stops the
+    server cleanly instead of ``sys.exit`` inside the event loop."""
 
     _server: SidecarServer
 
@@ -210,10 +213,46 @@ class SidecarProtocol(LanguageServerProtocol):
             self.writer.write(frame({"jsonrpc": "2.0", "id": msg_id,
                                      "error": {"code": code, "message": message}}))
 
-    # ---------------------------------------------------------------- responses
+    # ---------------------------------------------------------------- requests
+    def _handle_request(self, msg_id: Any, method_name: str, params: Any) -> None:
+        try:
+            handler = self._get_handler(method_name)
+        except JsonRpcMethodNotFound as exc:
+            logger.warning("rejected message (%d %s)", exc.code, exc.message,
+                           extra=_NOT_SENT_TO_CLIENT)
+            self._send_response(msg_id, None, exc.to_response_error())
+            return
+        self._ctx_msg_id.set(msg_id)
+        try:
+            self._execute_handler(msg_id, handler,
+                                  partial(self._send_handler_result, msg_id=msg_id),
+                                  args=(params,))
+        except Exception as exc:
+            self._send_response(msg_id, None, self._internal_error(exc, msg_id, method_name))
+            self._server._response_sent(msg_id)
+
     def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
-        super()._send_handler_result(future, msg_id=msg_id)
+        self._request_futures.pop(msg_id, None)
+        if future.cancelled():
+            error = JsonRpcRequestCancelled(
+                f"request {msg_id!r} was cancelled").to_response_error()
+            self._send_response(msg_id, error=error)
+        elif (exc := future.exception()) is None:
+            self._send_response(msg_id, result=future.result())
+        elif isinstance(exc, JsonRpcException):
+            self._send_response(msg_id, error=exc.to_response_error())
+        else:
+            self._send_response(msg_id, error=self._internal_error(exc, msg_id))
         self._server._response_sent(msg_id)
+
+    def _internal_error(self, exc: BaseException, msg_id: Any,
+                        method: str | None = None) -> lsp.ResponseError:
+        """A bug in a handler: the traceback goes to the log, the client gets one line."""
+        logger.error("request %r%s failed", msg_id, f" ({method})" if method else "",
+                     exc_info=exc)
+        return lsp.ResponseError(
+            code=P.E_INTERNAL,
+            message=f"internal error ({type(exc).__name__}); the server log has the details")
 
     @lsp_method(lsp.EXIT)
     def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]

@@ -729,15 +729,10 @@ def create_server() -> SidecarServer:
     return server
 
 
-def _not_a_request_error(record: logging.LogRecord) -> bool:
-    """pygls logs every error response with a traceback; ours are answers, not failures."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, JsonRpcException)
-
-
 class _ClientLogHandler(logging.Handler):
-    """Forwards sidecar warnings and errors to the client as ``window/logMessage``, except the
-    log lines of rejected messages (the client got their error responses)."""
+    """Forwards sidecar warnings and errors to the client as ``window/logMessage``: one line
+    each, without tracebacks, and not the log lines of rejected messages (the client got
+    their error responses)."""
 
     def __init__(self, server: SidecarServer) -> None:
         super().__init__(logging.WARNING)
@@ -751,8 +746,11 @@ class _ClientLogHandler(logging.Handler):
         try:
             kind = lsp.MessageType.Error if record.levelno >= logging.ERROR \
                 else lsp.MessageType.Warning
-            self.server._emit(lsp.WINDOW_LOG_MESSAGE, {"type": kind.value,
-                                                       "message": self.format(record)})
+            # One line: tracebacks (with the server's paths) stay in the server's log.
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__})"
+            self.server._emit(lsp.WINDOW_LOG_MESSAGE, {"type": kind.value, "message": message})
         except Exception:
             pass
         finally:
@@ -772,7 +770,6 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("pygls.protocol.json_rpc").addFilter(_not_a_request_error)
     saved_stdout = sys.stdout
     sys.stdout = sys.stderr
     server = create_server()

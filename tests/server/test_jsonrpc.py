@@ -5,6 +5,8 @@ Everything goes through :class:`conftest.RawClient`, which writes exactly the by
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +180,44 @@ async def test_second_initialize_is_refused_and_changes_nothing(root: Path) -> N
         i = raw.send("sidecar/commands")
         assert [c["name"] for c in (await raw.response(i))["result"]["commands"]] == [
             "Echo", "Saved"]
+
+
+# A server whose sidecar/triggerGraph handler has a bug (the exception names a server path).
+BUGGY_SERVER = [sys.executable, "-c", """
+from sidecar.core.orchestrator import CommandOrchestrator
+def broken(self):
+    raise RuntimeError("boom in /srv/secret/place.py")
+CommandOrchestrator.get_trigger_graph = broken
+from sidecar.server import serve
+raise SystemExit(serve())
+"""]
+
+
+@pytest.mark.timeout(30)
+async def test_internal_errors_are_short_and_tracebacks_stay_in_the_log(root: Path) -> None:
+    write_config(root, CONFIG)
+    async with await RawClient.spawn(cmd=BUGGY_SERVER, capture_stderr=True) as raw:
+        await raw.initialize(root)
+        seen: list[dict[str, Any]] = []
+        i = raw.send("sidecar/triggerGraph")
+        reply = await raw.response(i, seen=seen)
+        error = reply["error"]
+        assert error["code"] == -32603
+        assert "RuntimeError" in error["message"]
+        text = json.dumps(error)
+        assert "Traceback" not in text and "/srv/secret" not in text
+        assert "traceback" not in (error.get("data") or {})
+        assert len(text) < 200
+        # nor through window/logMessage
+        i = raw.send("sidecar/status")
+        await raw.response(i, seen=seen)
+        logs = [m["params"]["message"] for m in seen if m.get("method") == "window/logMessage"]
+        assert not [m for m in logs if "Traceback" in m or "File \"" in m]
+        i = raw.send("shutdown")
+        await raw.response(i)
+        raw.send("exit", notify=True)
+        stderr = await raw.stderr()
+        assert "Traceback" in stderr and "boom in /srv/secret/place.py" in stderr
 
 
 def _malformed(n: int) -> Any:
