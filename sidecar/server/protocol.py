@@ -6,8 +6,9 @@ normative; this module mirrors it).
 * Results and notifications are attrs classes; :data:`converter` unstructures them to JSON with
   camelCase keys (``run_id`` → ``runId``).
 * Request params are validated by :func:`parse_params` against the attrs ``*Params`` classes: a
-  wrong type raises :class:`InvalidParams` whose message and ``data.field`` name the offending
-  camelCase field (``vars.FOO``, ``timeoutMs``…). Unknown keys are ignored.
+  wrong type, or a string with NUL or a lone surrogate (:func:`text_problem`), raises
+  :class:`InvalidParams` whose message and ``data.field`` name the offending camelCase field
+  (``vars.FOO``, ``timeoutMs``…). Unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -233,6 +234,29 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be used as a name, an argument or an environment value: it
+    contains NUL (no process argument or environment can) or a lone surrogate (not Unicode:
+    it cannot be encoded as UTF-8). None when it is fine."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (it contains a lone surrogate)"
+    return None
+
+
+def _check_text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams(field, "must be a string")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidParams(field, problem)
+    return value
+
+
 def _check(value: Any, tp: Any, field: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -241,9 +265,7 @@ def _check(value: Any, tp: Any, field: str) -> Any:
             return None
         return _check(value, args[0], field)
     if tp is str:
-        if not isinstance(value, str):
-            raise InvalidParams(field, "must be a string")
-        return value
+        return _check_text(value, field)
     if tp is bool:
         if not isinstance(value, bool):
             raise InvalidParams(field, "must be a boolean")
@@ -258,15 +280,16 @@ def _check(value: Any, tp: Any, field: str) -> Any:
         if not isinstance(value, list):
             raise InvalidParams(field, "must be an array of strings")
         for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise InvalidParams(f"{field}[{i}]", "must be a string")
+            _check_text(item, f"{field}[{i}]")
         return list(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise InvalidParams(field, "must be an object mapping strings to strings")
         for k, v in value.items():
-            if not isinstance(v, str):
-                raise InvalidParams(f"{field}.{k}", "must be a string")
+            problem = text_problem(k)
+            if problem is not None:
+                raise InvalidParams(field, f"names {problem}")
+            _check_text(v, f"{field}.{k}")
         return dict(value)
     raise AssertionError(tp)  # pragma: no cover
 

@@ -153,8 +153,11 @@ class SidecarServer(LanguageServer):
         return self.writer.pending_bytes if self.writer is not None else 0
 
     def _frame(self, method: str, params: Any) -> bytes:
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
-                          ensure_ascii=False).encode("utf-8")
+        message = {"jsonrpc": "2.0", "method": method, "params": params}
+        try:
+            body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, it is still valid JSON text
+            body = json.dumps(message).encode()
         return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     def _emit(self, method: str, params: Any, run_id: str | None = None) -> None:
@@ -359,6 +362,10 @@ class SidecarServer(LanguageServer):
     async def on_saved(self, uri: str) -> None:
         path = _uri_path(uri)
         if path is None:
+            return
+        problem = P.text_problem(str(path))
+        if problem is not None:  # it would become the runtime variable saved_file
+            logger.warning("ignoring the save of %a: the path %s", str(path), problem)
             return
         ws = self.config_workspace
         if ws is not None and ws.is_config_file(uri):

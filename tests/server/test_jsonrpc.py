@@ -182,6 +182,56 @@ async def test_second_initialize_is_refused_and_changes_nothing(root: Path) -> N
             "Echo", "Saved"]
 
 
+@pytest.mark.timeout(30)
+async def test_nul_and_lone_surrogates_are_invalid_params(root: Path) -> None:
+    write_config(root, CONFIG)
+    async with await RawClient.spawn() as raw:
+        await raw.initialize(root)
+        seen: list[dict[str, Any]] = []
+
+        async def invalid(method: str, params: Any, field: str) -> None:
+            i = raw.send(method, params)
+            reply = await raw.response(i, seen=seen)
+            assert reply["error"]["code"] == -32602, (method, params, reply)
+            assert reply["error"]["data"]["field"] == field
+            assert field in reply["error"]["message"]
+
+        for bad in ("a\u0000b", "\ud800", "x\udcff"):
+            await invalid("sidecar/run", {"command": "Echo", "vars": {"who": bad}}, "vars.who")
+            await invalid("sidecar/trigger", {"event": "go", "vars": {"who": bad}}, "vars.who")
+            await invalid("sidecar/preview", {"command": "Echo", "vars": {"who": bad}},
+                          "vars.who")
+            await invalid("sidecar/run", {"command": "Echo", "vars": {bad: "x"}}, "vars")
+            await invalid("sidecar/run", {"command": bad}, "command")
+            await invalid("sidecar/trigger", {"event": bad}, "event")
+            await invalid("sidecar/status", {"command": bad}, "command")
+            await invalid("sidecar/setOutputFilter", {"enabled": True, "commands": [bad]},
+                          "commands[0]")
+            await invalid("workspace/executeCommand",
+                          {"command": "sidecar.run", "arguments": ["Echo", {"who": bad}]},
+                          "vars.who")
+        # nothing was started, nothing was recorded
+        assert not [m for m in seen if m.get("method") == "sidecar/runUpdate"]
+        i = raw.send("sidecar/history", {"command": "Echo", "limit": 0})
+        assert (await raw.response(i))["result"]["runs"] == []
+        i = raw.send("sidecar/status", {"command": "Echo"})
+        assert (await raw.response(i))["result"]["commands"][0]["state"] == "never_run"
+        # a save whose path is not valid Unicode starts nothing; a good one still does
+        raw.send("textDocument/didSave", {"textDocument": {"uri": (root / "b").as_uri()
+                                                           + "/\udcff.py"}}, notify=True)
+        raw.send("textDocument/didSave", {"textDocument": {"uri": (root / "ok.py").as_uri()}},
+                 notify=True)
+        final = await raw.read_until(lambda m: m.get("method") == "sidecar/runUpdate"
+                                     and m["params"]["state"] == "success")
+        assert final["params"]["resolvedCommand"] == "echo saved ok.py"
+        i = raw.send("sidecar/history", {"command": "Saved", "limit": 0})
+        runs = (await raw.response(i))["result"]["runs"]
+        i = raw.send("sidecar/status", {"command": "Saved"})
+        status = (await raw.response(i))["result"]["commands"][0]
+        assert [r["resolvedCommand"] for r in runs] == ["echo saved ok.py"]
+        assert status["activeCount"] == 0
+
+
 # A server whose sidecar/triggerGraph handler has a bug (the exception names a server path).
 BUGGY_SERVER = [sys.executable, "-c", """
 from sidecar.core.orchestrator import CommandOrchestrator
