@@ -678,8 +678,11 @@ def create_server() -> SidecarServer:
         except KeyError:
             raise P.SidecarRpcError(P.E_RUN_NOT_FOUND, f"no run with id {p.run_id!r}",
                                     {"runId": p.run_id}) from None
-        return P.ReadOutputResult(run_id=p.run_id, text=data.decode("utf-8", "replace"),
-                                  offset=p.offset, size=len(data), total_size=total, final=final)
+        # The response stays within ~2 × length bytes whatever the output is (6 bytes of
+        # JSON per invalid byte or control character otherwise).
+        text, size = P.wire_text(data, 2 * length, end=final and p.offset + len(data) >= total)
+        return P.ReadOutputResult(run_id=p.run_id, text=text, offset=p.offset, size=size,
+                                  total_size=total, final=final)
 
     @rpc(P.M_PREVIEW, P.PreviewParams)
     async def preview(p: P.PreviewParams) -> P.PreviewResult:
