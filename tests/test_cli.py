@@ -133,6 +133,17 @@ def test_check_syntax_error_json(tmp_path: Path) -> None:
     assert (problem["file"], problem["line"]) == (str(bad), 3)
 
 
+def test_check_reports_a_value_nested_too_deeply(tmp_path: Path) -> None:
+    deep = "deep = " + "{ a = " * 500 + "1" + " }" * 500 + "\n"
+    bad = write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = "true"\n' + deep)
+    proc = sidecar("check", "--json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (problem,) = json.loads(proc.stdout)
+    assert problem["code"] == "too-deep" and "nested too deeply" in problem["message"]
+    assert (problem["file"], problem["line"]) == (str(bad), 4)
+
+
 def test_invalid_config_refuses_to_run(tmp_path: Path) -> None:
     write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = "true"\n'
                                      'timeout_secs = "soon"\n')

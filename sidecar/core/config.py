@@ -373,16 +373,28 @@ def read_source(source: ConfigSource) -> LoadedFile:
 
 
 def parse_text(text: str, name: str, base_dir: Path | None, span_of: Any = None) -> LoadedFile:
+    from .tomlspans import MAX_NESTING, nesting_too_deep
+
     if span_of is None:
         from .tomlspans import syntax_error_span as span_of
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        msg = str(exc)
-        return LoadedFile(name, text, base_dir, None, Problem(
-            name, span_of(text, msg), Severity.ERROR, "toml-syntax",
-            f"TOML syntax error: {msg}"))
-    return LoadedFile(name, text, base_dir, data, None)
+    # tomllib recurses per level of nesting: a value nested too deeply is refused first.
+    deep = nesting_too_deep(text)
+    if deep is None:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            msg = str(exc)
+            return LoadedFile(name, text, base_dir, None, Problem(
+                name, span_of(text, msg), Severity.ERROR, "toml-syntax",
+                f"TOML syntax error: {msg}"))
+        except RecursionError:
+            deep = WHOLE_FIRST_LINE
+        else:
+            return LoadedFile(name, text, base_dir, data, None)
+    return LoadedFile(name, text, base_dir, None, Problem(
+        name, deep, Severity.ERROR, "too-deep",
+        f"value nested too deeply (more than {MAX_NESTING} levels of arrays and inline "
+        "tables)"))
 
 
 def load_configs(paths: Sequence[ConfigSource]) -> RunnerConfig:

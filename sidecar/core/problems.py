@@ -50,7 +50,7 @@ class Problem:
     ``wrong-type``, ``invalid-value``, ``missing-key``, ``undefined-variable``,
     ``variable-cycle``, ``unterminated-template``, ``invalid-template``, ``trigger-cycle``, ``duplicate-command``,
     ``unknown-command``, ``unemitted-trigger``, ``untriggered-command``, ``variable-override``,
-    ``file-error``).
+    ``file-error``, ``too-deep``).
     """
 
     file: str

@@ -92,6 +92,66 @@ def _last_line_span(lines: _LineMap) -> Span:
 
 
 # --------------------------------------------------------------------------------------------
+# Nesting depth
+# --------------------------------------------------------------------------------------------
+
+MAX_NESTING = 100
+"""Deepest nesting of arrays and inline tables a config may have. tomllib (and the index
+below) recurse once per level and would hit Python's recursion limit a few hundred levels
+down; no config needs more than a handful."""
+
+_NESTING_TOKEN = re.compile(r"""\"\"\"|'''|["'#\[\]{}]""")
+
+
+def nesting_too_deep(text: str, limit: int = MAX_NESTING) -> Span | None:
+    """The span of the value (from its outermost bracket to the end of that line) whose
+    arrays and inline tables nest more than ``limit`` levels deep; None if there is none.
+
+    A lexer of its own that never recurses (strings and comments hold no brackets), for text
+    that may not be valid TOML."""
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    depth = outer = i = 0
+    while (m := _NESTING_TOKEN.search(text, i)) is not None:
+        token, i = m.group(), m.end()
+        if token == "#":
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl + 1
+        elif token[0] in "\"'":
+            i = _string_end(text, i, token)
+        elif token in "[{":
+            if depth == 0:
+                outer = m.start()
+            depth += 1
+            if depth > limit:
+                lines = _LineMap(text)
+                line, column = lines.position(outer)
+                end = len(lines.line_text(line).rstrip())
+                return Span(line, column, line, max(end, column + 1))
+        else:
+            depth = max(depth - 1, 0)
+    return None
+
+
+def _string_end(text: str, i: int, quote: str) -> int:
+    """The offset after the string whose content starts at ``i`` (the end of the line, or of
+    the text for a multi-line one, when it is unterminated)."""
+    basic = quote[0] == '"'
+    multiline = len(quote) == 3
+    while i < len(text):
+        ch = text[i]
+        if basic and ch == "\\":
+            i += 2
+        elif text.startswith(quote, i):
+            return i + len(quote)
+        elif ch == "\n" and not multiline:
+            return i + 1
+        else:
+            i += 1
+    return len(text)
+
+
+# --------------------------------------------------------------------------------------------
 # Key-path index
 # --------------------------------------------------------------------------------------------
 
@@ -130,9 +190,10 @@ class SpanIndex:
         self._entries: dict[KeyPath, _Entry] = {}
         self._aot: dict[KeyPath, int] = {}
         self._i = 0
+        self._depth = 0
         try:
             self._parse()
-        except (_LexError, IndexError):
+        except (_LexError, IndexError, RecursionError):
             pass  # keep what was indexed so far
 
     # ---- public API -----------------------------------------------------------------------
@@ -310,11 +371,17 @@ class SpanIndex:
         if ch in ('"', "'"):
             token = self._string()
             return (start, self._i), token
-        if ch == "[":
-            self._array(path)
-            return (start, self._i), None
-        if ch == "{":
-            self._inline_table(path)
+        if ch in ("[", "{"):
+            if self._depth >= MAX_NESTING:
+                raise _LexError(f"nested too deeply at {start}")
+            self._depth += 1
+            try:
+                if ch == "[":
+                    self._array(path)
+                else:
+                    self._inline_table(path)
+            finally:
+                self._depth -= 1
             return (start, self._i), None
         end = self._i
         while end < len(self.text) and self.text[end] not in ",]}#\r\n":

@@ -6,12 +6,16 @@ normative; this module mirrors it).
 * Results and notifications are attrs classes; :data:`converter` unstructures them to JSON with
   camelCase keys (``run_id`` → ``runId``).
 * Request params are validated by :func:`parse_params` against the attrs ``*Params`` classes: a
-  wrong type raises :class:`InvalidParams` whose message and ``data.field`` name the offending
-  camelCase field (``vars.FOO``, ``timeoutMs``…). Unknown keys are ignored.
+  wrong type, or a string with NUL or a lone surrogate (:func:`text_problem`), raises
+  :class:`InvalidParams` whose message and ``data.field`` name the offending camelCase field
+  (``vars.FOO``, ``timeoutMs``…). Unknown keys are ignored.
+* :func:`wire_text` decodes output bytes for ``sidecar/readOutput`` within a JSON size bound.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 import types
 import typing
 from typing import Any, Literal
@@ -140,7 +144,7 @@ class TriggerParams:
     event: str
     """The trigger name to fire (any string, e.g. ``changes_applied``)."""
     vars: dict[str, str] | None = None
-    """Runtime variables for the runs this starts (shell-quoted where substituted)."""
+    """Runtime variables for the runs this starts (never shell code; see protocol.md §4)."""
 
 
 @attrs.define
@@ -216,6 +220,72 @@ class SetOutputFilterParams:
 
 
 READ_OUTPUT_MAX = 4 << 20
+"""Default and maximum ``length`` of ``sidecar/readOutput``."""
+
+_DECODE_BLOCK = 1 << 16
+
+
+def json_size(text: str) -> int:
+    """Bytes of ``text`` as a JSON string the way responses are written (ASCII JSON: non-ASCII
+    characters and control characters as ``\\uXXXX``), without the quotes."""
+    return len(json.encoder.encode_basestring_ascii(text)) - 2
+
+
+def _decode_prefix(state: tuple[bytes, int], data: bytes) -> tuple[str, int]:
+    """Decode ``data`` after a decoder state; the text and the bytes left undecoded."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.setstate(state)
+    text = decoder.decode(data)
+    return text, len(decoder.getstate()[0])
+
+
+def wire_text(data: bytes, budget: int, *, end: bool) -> tuple[str, int]:
+    """Decode output bytes as UTF-8 (invalid sequences as U+FFFD) for a response whose size
+    is bounded whatever the bytes are (readOutput; protocol.md §4).
+
+    Returns ``(text, consumed)``: ``text`` decodes ``data[:consumed]`` and its JSON string
+    (:func:`json_size`) takes at most ``budget`` bytes. The cut never splits a character: a
+    character cut by the end of ``data`` is left for the next read, unless ``end`` says that
+    ``data`` ends the output for good (its bytes then read as U+FFFD). When ``data`` is not
+    empty at least one character is returned, over the budget if need be (a character takes
+    at most 12 bytes), so a reader always gets on.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    parts: list[str] = []
+    used = fed = 0
+    while fed < len(data):
+        block = data[fed:fed + _DECODE_BLOCK]
+        state = decoder.getstate()
+        text = decoder.decode(block, final=end and fed + len(block) >= len(data))
+        cost = json_size(text)
+        if used + cost <= budget:
+            parts.append(text)
+            used += cost
+            fed += len(block)
+            continue
+        # The budget ends in this block: keep its longest prefix that fits.
+        lo, hi = 0, len(block)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if used + json_size(_decode_prefix(state, block[:mid])[0]) <= budget:
+                lo = mid
+            else:
+                hi = mid
+        text, pending = _decode_prefix(state, block[:lo])
+        parts.append(text)
+        fed += lo
+        break
+    else:
+        pending = len(decoder.getstate()[0])
+    out = "".join(parts)
+    if out or not data:
+        return out, fed - pending
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    for i in range(len(data)):
+        text = decoder.decode(data[i:i + 1])
+        if text:
+            return text, i + 1 - len(decoder.getstate()[0])
+    return decoder.decode(b"", final=True), len(data)
 
 
 def _type_name(tp: Any) -> str:
@@ -233,6 +303,29 @@ def _type_name(tp: Any) -> str:
     return str(tp)
 
 
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be used as a name, an argument or an environment value: it
+    contains NUL (no process argument or environment can) or a lone surrogate (not Unicode:
+    it cannot be encoded as UTF-8). None when it is fine."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (it contains a lone surrogate)"
+    return None
+
+
+def _check_text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams(field, "must be a string")
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidParams(field, problem)
+    return value
+
+
 def _check(value: Any, tp: Any, field: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -241,9 +334,7 @@ def _check(value: Any, tp: Any, field: str) -> Any:
             return None
         return _check(value, args[0], field)
     if tp is str:
-        if not isinstance(value, str):
-            raise InvalidParams(field, "must be a string")
-        return value
+        return _check_text(value, field)
     if tp is bool:
         if not isinstance(value, bool):
             raise InvalidParams(field, "must be a boolean")
@@ -258,15 +349,16 @@ def _check(value: Any, tp: Any, field: str) -> Any:
         if not isinstance(value, list):
             raise InvalidParams(field, "must be an array of strings")
         for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise InvalidParams(f"{field}[{i}]", "must be a string")
+            _check_text(item, f"{field}[{i}]")
         return list(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise InvalidParams(field, "must be an object mapping strings to strings")
         for k, v in value.items():
-            if not isinstance(v, str):
-                raise InvalidParams(f"{field}.{k}", "must be a string")
+            problem = text_problem(k)
+            if problem is not None:
+                raise InvalidParams(field, f"names {problem}")
+            _check_text(v, f"{field}.{k}")
         return dict(value)
     raise AssertionError(tp)  # pragma: no cover
 
@@ -445,11 +537,14 @@ class HistoryResult:
 class ReadOutputResult:
     run_id: str
     text: str
-    """The bytes read, decoded as UTF-8 (invalid sequences replaced)."""
+    """Bytes ``[offset, offset+size)`` decoded as UTF-8 (invalid sequences replaced); as JSON
+    at most twice the ``length`` asked for (see :func:`wire_text`)."""
     offset: int
     """Byte offset of ``text`` (as requested)."""
     size: int
-    """Number of bytes read (may be less than asked: end of output or the 4 MiB cap)."""
+    """Number of bytes ``text`` covers: less than asked at the end of the output, at the
+    4 MiB cap, when the JSON size bound is reached or before a character cut by the end of
+    the slice. Continue at ``offset + size``."""
     total_size: int
     """Bytes of output so far."""
     final: bool

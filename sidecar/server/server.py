@@ -11,7 +11,8 @@ definition. The server reloads on ``initialized``, on ``sidecar/reload`` and whe
 is saved or changes on disk.
 
 I/O: :mod:`sidecar.server.io` (asyncio pipe transports with flow control; a stalled client
-never blocks the event loop). Output chunks: :mod:`sidecar.server.streams`.
+never blocks the event loop). Validation of incoming messages and error responses:
+:mod:`sidecar.server.rpc`. Output chunks: :mod:`sidecar.server.streams`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from typing import Any, BinaryIO
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
-from pygls.protocol.json_rpc import JsonRPCNotification, JsonRPCRequestMessage
 from pygls.uris import to_fs_path
 
 from sidecar.core import (
@@ -56,6 +55,7 @@ from sidecar.core.savehooks import triggers_for_save
 from . import protocol as P
 from .config_features import register as register_config_features
 from .io import Writer, open_stdio
+from .rpc import LOCAL_ONLY, SidecarProtocol
 from .streams import ChunkStreamer
 from .workspace_config import ConfigWorkspace
 from .workspace_config import register as register_config_sync
@@ -108,33 +108,9 @@ class _RunProgress:
         self.task: asyncio.Task[None] | None = None
 
 
-class SidecarProtocol(LanguageServerProtocol):
-    """pygls protocol with: raw-dict params for ``sidecar/*`` methods (validated by us, so
-    errors can name fields), a hook after each response is written, and an ``exit`` that stops
-    the server cleanly instead of ``sys.exit`` inside the event loop."""
-
-    _server: SidecarServer
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        method = data.get("method") if "jsonrpc" in data else None
-        if isinstance(method, str) and method.startswith("sidecar/"):
-            if "id" in data:
-                return JsonRPCRequestMessage(id=data["id"], method=method,
-                                             jsonrpc=data["jsonrpc"], params=data.get("params"))
-            return JsonRPCNotification(method=method, jsonrpc=data["jsonrpc"],
-                                       params=data.get("params"))
-        return super().structure_message(data)
-
-    def _send_handler_result(self, future: Any, *, msg_id: Any) -> None:
-        super()._send_handler_result(future, msg_id=msg_id)
-        self._server._response_sent(msg_id)
-
-    @lsp_method(lsp.EXIT)
-    def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]
-        self._server._request_stop(0 if self._shutdown else 1)
-
-
 class SidecarServer(LanguageServer):
+    protocol: SidecarProtocol
+
     def __init__(self) -> None:
         from sidecar import __version__
 
@@ -178,8 +154,11 @@ class SidecarServer(LanguageServer):
         return self.writer.pending_bytes if self.writer is not None else 0
 
     def _frame(self, method: str, params: Any) -> bytes:
-        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params},
-                          ensure_ascii=False).encode("utf-8")
+        message = {"jsonrpc": "2.0", "method": method, "params": params}
+        try:
+            body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: escaped, it is still valid JSON text
+            body = json.dumps(message).encode()
         return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     def _emit(self, method: str, params: Any, run_id: str | None = None) -> None:
@@ -385,6 +364,10 @@ class SidecarServer(LanguageServer):
         path = _uri_path(uri)
         if path is None:
             return
+        problem = P.text_problem(str(path))
+        if problem is not None:  # it would become the runtime variable saved_file
+            logger.warning("ignoring the save of %a: the path %s", str(path), problem)
+            return
         ws = self.config_workspace
         if ws is not None and ws.is_config_file(uri):
             self.reload()
@@ -433,57 +416,7 @@ class SidecarServer(LanguageServer):
 
     def _on_body(self, body: bytes) -> None:
         self._received = True
-        proto = self.protocol
-        try:
-            message = json.loads(body, object_hook=proto.structure_message)
-        except Exception as exc:
-            self._reject(body, exc)
-            return
-        if not hasattr(message, "jsonrpc"):
-            msg_id = message.get("id") if isinstance(message, dict) else None
-            self._send_error(msg_id, P.E_INVALID_REQUEST, "not a JSON-RPC 2.0 message")
-            return
-        msg_id = getattr(message, "id", None)
-        if msg_id is not None and (not isinstance(msg_id, (str, int)) or isinstance(msg_id, bool)):
-            self._send_error(None, P.E_INVALID_REQUEST, "id must be a string or a number")
-            return
-        method = getattr(message, "method", None)
-        if proto._shutdown and hasattr(message, "id") and method not in (None, lsp.EXIT):
-            self._send_error(message.id, P.E_INVALID_REQUEST, "server is shutting down")
-            return
-        try:
-            proto.handle_message(message)
-        except Exception:
-            logger.exception("failed to handle a message")
-
-    def _reject(self, body: bytes, exc: Exception) -> None:
-        try:
-            raw = json.loads(body)
-        except Exception:
-            self._send_error(None, P.E_PARSE_ERROR, "parse error")
-            return
-        if isinstance(raw, dict) and "id" in raw and "method" in raw:
-            detail = ""
-            cause = exc.__cause__
-            if cause is not None:
-                try:
-                    from cattrs import transform_error
-
-                    detail = "; ".join(_field_message(m)
-                                       for m in transform_error(cause, path="$"))
-                except Exception:
-                    detail = str(cause)
-            self._send_error(raw["id"], P.E_INVALID_PARAMS, f"invalid params: {detail}".rstrip(": "))
-        elif isinstance(raw, dict) and "id" in raw:
-            self._send_error(raw["id"], P.E_INVALID_REQUEST, "invalid request")
-        else:
-            logger.warning("dropping malformed message: %s", exc)
-
-    def _send_error(self, msg_id: Any, code: int, message: str) -> None:
-        body = json.dumps({"jsonrpc": "2.0", "id": msg_id,
-                           "error": {"code": code, "message": message}}).encode()
-        if self.writer is not None:
-            self.writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.protocol.receive(body)
 
     async def run_stdio(self, stdin: BinaryIO, stdout: BinaryIO) -> int:
         loop = asyncio.get_running_loop()
@@ -526,15 +459,6 @@ def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
 
 
 # ===================================================================== handlers
-
-def _field_message(message: str) -> str:
-    """``required field missing @ $.params.text_document`` → ``… @ params.textDocument``."""
-    text, sep, path = message.rpartition(" @ $")
-    if not sep:
-        return message
-    path = ".".join(P.camel(p) for p in path.lstrip(".").split(".") if p)
-    return f"{text} @ {path or 'params'}"
-
 
 def _core_error(exc: CmdorcError) -> P.SidecarRpcError:
     if isinstance(exc, CommandNotFoundError):
@@ -756,8 +680,11 @@ def create_server() -> SidecarServer:
         except KeyError:
             raise P.SidecarRpcError(P.E_RUN_NOT_FOUND, f"no run with id {p.run_id!r}",
                                     {"runId": p.run_id}) from None
-        return P.ReadOutputResult(run_id=p.run_id, text=data.decode("utf-8", "replace"),
-                                  offset=p.offset, size=len(data), total_size=total, final=final)
+        # The response stays within ~2 × length bytes whatever the output is (6 bytes of
+        # JSON per invalid byte or control character otherwise).
+        text, size = P.wire_text(data, 2 * length, end=final and p.offset + len(data) >= total)
+        return P.ReadOutputResult(run_id=p.run_id, text=text, offset=p.offset, size=size,
+                                  total_size=total, final=final)
 
     @rpc(P.M_PREVIEW, P.PreviewParams)
     async def preview(p: P.PreviewParams) -> P.PreviewResult:
@@ -814,14 +741,10 @@ def create_server() -> SidecarServer:
     return server
 
 
-def _not_a_request_error(record: logging.LogRecord) -> bool:
-    """pygls logs every error response with a traceback; ours are answers, not failures."""
-    exc = record.exc_info[1] if record.exc_info else None
-    return not isinstance(exc, JsonRpcException)
-
-
 class _ClientLogHandler(logging.Handler):
-    """Forwards sidecar warnings and errors to the client as ``window/logMessage``."""
+    """Forwards sidecar warnings and errors to the client as ``window/logMessage``: one line
+    each, without tracebacks, and not the log lines of rejected messages (the client got
+    their error responses)."""
 
     def __init__(self, server: SidecarServer) -> None:
         super().__init__(logging.WARNING)
@@ -829,14 +752,17 @@ class _ClientLogHandler(logging.Handler):
         self._busy = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self._busy or self.server.writer is None:
+        if self._busy or self.server.writer is None or getattr(record, LOCAL_ONLY, False):
             return
         self._busy = True
         try:
             kind = lsp.MessageType.Error if record.levelno >= logging.ERROR \
                 else lsp.MessageType.Warning
-            self.server._emit(lsp.WINDOW_LOG_MESSAGE, {"type": kind.value,
-                                                       "message": self.format(record)})
+            # One line: tracebacks (with the server's paths) stay in the server's log.
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({type(record.exc_info[1]).__name__})"
+            self.server._emit(lsp.WINDOW_LOG_MESSAGE, {"type": kind.value, "message": message})
         except Exception:
             pass
         finally:
@@ -857,7 +783,6 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, level, logging.WARNING),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pygls").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("pygls.protocol.json_rpc").addFilter(_not_a_request_error)
     saved_stdout = sys.stdout
     sys.stdout = sys.stderr
     server = create_server()

@@ -4,8 +4,15 @@ import tomllib
 
 import pytest
 
+from sidecar.core.config import parse_text
 from sidecar.core.problems import Span
-from sidecar.core.tomlspans import SpanIndex, syntax_error_span, value_offset_to_span
+from sidecar.core.tomlspans import (
+    MAX_NESTING,
+    SpanIndex,
+    nesting_too_deep,
+    syntax_error_span,
+    value_offset_to_span,
+)
 
 DOC = '''\
 top = 1 # a comment
@@ -187,3 +194,45 @@ def test_syntax_error_span(text: str, expected: Span) -> None:
 def test_syntax_error_span_clamps_out_of_range_positions() -> None:
     assert syntax_error_span("a = 1\n", "bad (at line 9, column 40)") == Span(1, 0, 1, 0)
     assert syntax_error_span("abc", "bad (at line 1, column 40)") == Span(0, 2, 0, 3)
+
+
+# ---- nesting depth ---------------------------------------------------------------------------
+
+
+def _nested(levels: int, open_: str = "{ a = ", close: str = " }") -> str:
+    return open_ * levels + "1" + close * levels
+
+
+@pytest.mark.parametrize("levels", [MAX_NESTING + 1, 350, 500, 20000])
+@pytest.mark.parametrize("kind", ["table", "array"])
+def test_values_nested_too_deeply_are_a_problem_not_a_crash(levels: int, kind: str) -> None:
+    value = _nested(levels) if kind == "table" else _nested(levels, "[", "]")
+    text = f'top = 1\ndeep = {value}\nafter = "x"\n'
+    loaded = parse_text(text, "f.toml", None)
+    assert loaded.data is None
+    problem = loaded.syntax_problem
+    assert problem is not None and problem.code == "too-deep"
+    assert "nested too deeply" in problem.message
+    assert problem.span == Span(1, 7, 1, 7 + len(value))
+    index = SpanIndex(text)  # keeps what it can, without recursing into the value
+    assert index.locate_exact(("top",), "value") == Span(0, 6, 0, 7)
+    assert index.locate_exact(("after",), "value") == Span(2, 8, 2, 11)
+
+
+def test_nesting_at_the_limit_parses() -> None:
+    text = f"deep = {_nested(MAX_NESTING)}\narr = {_nested(MAX_NESTING, '[', ']')}\n"
+    loaded = parse_text(text, "f.toml", None)
+    assert loaded.syntax_problem is None and loaded.data is not None
+    assert SpanIndex(text).locate_exact(("deep",) + ("a",) * MAX_NESTING, "value") is not None
+
+
+def test_nesting_ignores_brackets_in_strings_and_comments() -> None:
+    many = "[" * 300 + "{" * 300
+    text = (f'a = "{many}"\nb = \'{many}\'\n# {many}\nc = """\n{many}\n"""\n'
+            f"d = \'\'\'{many}\'\'\'\ne = \"\\\"{many}\"\n[[t]]\n[x.y]\n")
+    assert tomllib.loads(text)
+    assert nesting_too_deep(text) is None
+    assert parse_text(text, "f.toml", None).syntax_problem is None
+    # a multi-line value: the span is the line of its outermost bracket
+    deep = "x = [\n" + "[\n" * 150 + "]\n" * 151
+    assert nesting_too_deep(deep) == Span(0, 4, 0, 5)

@@ -186,29 +186,59 @@ class RawClient:
         if self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stderr_task, 5)
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self._id = 0
+        self.last_size = 0
+        """Body size in bytes of the last message :meth:`read` returned."""
+        self.stderr_lines: list[str] = []
+        """The server's stderr, when spawned with ``capture_stderr``."""
+        self._stderr_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def spawn(cls, env: dict[str, str] | None = None, limit: int = 1 << 16) -> RawClient:
+    async def spawn(cls, env: dict[str, str] | None = None, limit: int = 1 << 16, *,
+                    capture_stderr: bool = False, cmd: list[str] | None = None) -> RawClient:
         """``limit``: the client's read buffer; it stops reading the pipe at ``2 * limit``
-        buffered bytes until :meth:`read` is called."""
+        buffered bytes until :meth:`read` is called. ``capture_stderr``: collect the
+        server's stderr into :attr:`stderr_lines` (see :meth:`stderr`). ``cmd``: another
+        server command line."""
         proc = await asyncio.create_subprocess_exec(
-            *SERVER_CMD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *(cmd or SERVER_CMD), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if capture_stderr else None,
             env={**os.environ, **(env or {})}, limit=limit)
-        return cls(proc)
+        client = cls(proc)
+        if capture_stderr:
+            client._stderr_task = asyncio.ensure_future(client._drain_stderr())
+        return client
+
+    async def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            self.stderr_lines.append(line.decode(errors="replace"))
+
+    async def stderr(self, timeout: float = 10.0) -> str:
+        """All the server wrote to stderr, once it has exited."""
+        assert self._stderr_task is not None, "spawn(capture_stderr=True)"
+        await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout)
+        return "".join(self.stderr_lines)
 
     def send(self, method: str, params: Any = None, *, notify: bool = False) -> int:
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
         if not notify:
             self._id += 1
             msg["id"] = self._id
-        body = json.dumps(msg).encode()
+        self.send_raw(msg)
+        return self._id
+
+    def send_raw(self, message: Any) -> None:
+        """Send anything: bytes as the body as they are, anything else as JSON."""
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
         assert self.proc.stdin is not None
         self.proc.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        return self._id
 
     async def read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -221,8 +251,21 @@ class RawClient:
                 break
             if line.lower().startswith(b"content-length:"):
                 length = int(line.split(b":")[1])
+        self.last_size = length
         data: dict[str, Any] = json.loads(await self.proc.stdout.readexactly(length))
         return data
+
+    async def response(self, msg_id: Any, timeout: float = 10.0,
+                       seen: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The response to ``msg_id`` (compared by value and type: ``4.0`` is not ``4``);
+        every message read on the way is appended to ``seen``."""
+
+        def is_it(m: dict[str, Any]) -> bool:
+            return ("method" not in m and "id" in m and m["id"] == msg_id
+                    and type(m["id"]) is type(msg_id))
+
+        return await asyncio.wait_for(
+            self.read_until(is_it, seen.append if seen is not None else None), timeout)
 
     async def read_until(self, pred: Callable[[dict[str, Any]], bool],
                          on_message: Callable[[dict[str, Any]], None] | None = None
