@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from corehelp import orch_of
 
-from sidecar import CommandConfig, RunState
+from sidecar import CommandConfig, CommandOrchestrator, RunState
 from sidecar.core.errors import VariableResolutionError
 from sidecar.core.runs import ResolvedCommand
 from sidecar.core.shellsafe import bind, placeholder
@@ -155,6 +155,21 @@ def spawn(rc: ResolvedCommand, shell: str) -> bytes:
     return proc.stdout
 
 
+def random_cases(rng: random.Random, templates: int, per_template: int, values: list[str]
+                 ) -> Iterator[tuple[CommandOrchestrator, str, str, str | None]]:
+    """(orchestrator with command ``C``, template, value, expected output or None = refused)."""
+    for _ in range(templates):
+        gen = Gen(rng)
+        template, expect = gen.command()
+        orch = orch_of(CommandConfig(name="C", command=template), vars=gen.config_vars)
+        for value in rng.sample(values, per_template):
+            try:
+                want: str | None = expect(value)
+            except Refused:
+                want = None
+            yield orch, template, value, want
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_random_nested_templates_never_inject(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
@@ -162,30 +177,22 @@ def test_random_nested_templates_never_inject(tmp_path: Path, seed: int) -> None
     values = hostile_values(mark)
     shells = ["/bin/sh"] + ([BASH] if BASH else [])
     checked = refused = 0
-    for _ in range(20):
-        gen = Gen(rng)
-        template, expect = gen.command()
-        orch = orch_of(CommandConfig(name="C", command=template), vars=gen.config_vars)
-        for value in rng.sample(values, 10):
-            try:
-                want: str | None = expect(value)
-            except Refused:
-                want = None
-            try:
-                rc = orch.preview_command("C", vars={"x": value})
-            except VariableResolutionError as exc:
-                assert want is None, f"refused but safe: {template!r} {value!r}: {exc}"
-                assert "'x'" in str(exc)
-                refused += 1
-                continue
-            assert want is not None, f"not refused: {template!r} with {value!r} → {rc.script}"
-            if rc.argv is None and len(value) > 3:
-                assert value not in (rc.script or rc.command)  # never in the shell's text
-            for shell in shells:
-                out = spawn(rc, shell)
-                assert not mark.exists(), f"{shell} {template!r} {value!r}"
-                assert out.decode() == want, (shell, template, value, rc.script)
-            checked += 1
+    for orch, template, value, want in random_cases(rng, 20, 10, values):
+        try:
+            rc = orch.preview_command("C", vars={"x": value})
+        except VariableResolutionError as exc:
+            assert want is None, f"refused but safe: {template!r} {value!r}: {exc}"
+            assert "'x'" in str(exc)
+            refused += 1
+            continue
+        assert want is not None, f"not refused: {template!r} with {value!r} → {rc.script}"
+        if rc.argv is None and len(value) > 3:
+            assert value not in (rc.script or rc.command)  # never in the shell's text
+        for shell in shells:
+            out = spawn(rc, shell)
+            assert not mark.exists(), f"{shell} {template!r} {value!r}"
+            assert out.decode() == want, (shell, template, value, rc.script)
+        checked += 1
     assert checked and refused  # both outcomes exercised by every seed
 
 
@@ -195,24 +202,17 @@ async def test_random_templates_through_run_command(tmp_path: Path) -> None:
     mark = tmp_path / "PWNED"
     values = hostile_values(mark)
     ran = 0
-    for _ in range(10):
-        gen = Gen(rng)
-        template, expect = gen.command()
-        orch = orch_of(CommandConfig(name="C", command=template), vars=gen.config_vars)
-        for value in rng.sample(values, 3):
-            try:
-                want = expect(value)
-            except Refused:
-                with pytest.raises(VariableResolutionError):
-                    await orch.run_command("C", vars={"x": value})
-                assert orch.get_history("C") == [] or all(
-                    r.state is not RunState.CANCELLED for r in orch.get_history("C"))
-                continue
-            result = await (await orch.run_command("C", vars={"x": value})).wait(10)
-            assert result.state is RunState.SUCCESS, result.output
-            assert result.output == want
-            assert not mark.exists()
-            ran += 1
+    for orch, _, value, want in random_cases(rng, 10, 3, values):
+        if want is None:
+            with pytest.raises(VariableResolutionError):
+                await orch.run_command("C", vars={"x": value})
+            assert orch.get_history("C") == []
+            continue
+        result = await (await orch.run_command("C", vars={"x": value})).wait(10)
+        assert result.state is RunState.SUCCESS, result.output
+        assert result.output == want
+        assert not mark.exists()
+        ran += 1
     assert ran
 
 
