@@ -5,27 +5,20 @@ with a placeholder token at each place a runtime value lands; this module reads 
 way a POSIX shell would (quotes, ``$( )``, backticks, ``$(( ))``, ``${ }``, here-documents,
 comments, ``case`` patterns, nesting of any depth) to learn each placeholder's context, then
 replaces it with a *reference* to an environment variable that carries the value:
+``"${SIDECAR_VAR_x}"`` in a bare word (a quoted expansion is one field: never split, globbed or
+re-parsed), ``${SIDECAR_VAR_x}`` inside ``"…"`` or an unquoted here-document (already quoted;
+the value cannot forge the delimiter, it is not in the text) and ``'"${SIDECAR_VAR_x}"'``
+inside ``'…'`` (the quote closed around the reference).
 
-============================  =====================  ======================================
-context                       reference              why it is exact
-============================  =====================  ======================================
-bare word                     ``"${SIDECAR_VAR_x}"``  a quoted expansion is one field, never
-                                                     split, globbed or re-parsed
-inside ``"…"``                ``${SIDECAR_VAR_x}``    already quoted
-inside ``'…'``                ``'"${SIDECAR_VAR_x}"'`` closes the quote around the reference
-here-document (unquoted)      ``${SIDECAR_VAR_x}``    expanded like ``"…"``; the value cannot
-                                                     forge the delimiter (it is not in the text)
-============================  =====================  ======================================
-
-The result of an expansion is never parsed as shell syntax again, so a value can only
-become code where the text around it asks for a second parse. Those places refuse the run with
-:class:`VariableResolutionError`, naming the variable and the reason: the arguments of a
-command that re-parses text (``eval``, ``sh -c``/``bash -c``/…, ``ssh``, ``su -c``, ``trap``,
-``watch``, interpreters' ``-c``/``-e``), a quoted here-document (no expansion there), a
-parameter expansion ``${…}``, ANSI-C ``$'…'``, a value right after ``$``, and a here-document
-delimiter. Arithmetic (``$(( ))``, ``(( ))``, ``$[ ]``, ``let``, ``[[ … -eq … ]]`` and array
-subscripts ``a[…]``) evaluates names and subscripts recursively in bash, so there a value must
-be a decimal integer.
+The result of an expansion is never parsed as shell syntax again, so a value can only become
+code where the text around it asks for a second parse. There the run is refused with
+:class:`VariableResolutionError`, naming the variable and the reason (:func:`_runs_code`,
+:func:`_word_rule` and the reader's own cases list them; README "Safety" says it for users):
+commands that run an argument or their standard input as code (``eval``, ``sh -c``, ``ssh``,
+``python -c``, ``| sh``, ``sh <<EOF`` …), a quoted here-document, ``${…}``, ``$'…'``, right after
+``$``, a here-document delimiter, and assignments to variables that name code (``PS4``,
+``PATH``…). In arithmetic and array subscripts, which bash evaluates recursively, a value must
+be a decimal integer; in bash's variable-name arguments, a plain name.
 
 ``display`` is the same command with the values filled in and quoted for their context: what
 people see (``resolvedCommand``, ``preview``), and what is exec'd directly (no shell at all)
@@ -98,10 +91,12 @@ _KEYWORDS = frozenset({
     "}", "case", "esac", "select", "function", "time", "coproc"})
 _OPERATOR_CHARS = set(";&|<>()\n")
 _BLANKS = " \t"
-_INTEGER_WHY = {
-    "subscript": "an array subscript is evaluated as arithmetic",
-    "arith": "it is inside arithmetic, which evaluates text",
-}
+
+# The kinds of rule an occurrence may be under (with a reason): refused outright, or accepted
+# only as a decimal integer or as a plain variable name.
+REFUSED, INTEGER, NAME = "refused", "integer", "name"
+_SUBSCRIPT_RULE = (INTEGER, "an array subscript is evaluated as arithmetic")
+_ARITH_RULE = (INTEGER, "it is inside arithmetic, which evaluates text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +124,15 @@ class _Cmd:
 @dataclass(slots=True)
 class _Occurrence:
     """Where one placeholder stands: its quoting context, the simple commands around it
-    (innermost last), which word of the innermost it is part of and the text before it."""
+    (innermost last), which word of the innermost it is part of, the text before it, and the
+    rule it is under: (``REFUSED`` | ``INTEGER`` | ``NAME``, why), or None."""
 
     index: int
     context: str
     commands: tuple[_Cmd, ...]
     word_index: int
     prefix: str
-    refused: str | None = None
-    integer: str | None = None  # why only an integer is accepted here
-    identifier: str | None = None  # why only a plain variable name is accepted here
+    rule: tuple[str, str] | None = None
 
 
 class ShellSyntaxUnclear(Exception):
@@ -167,18 +161,17 @@ class _Reader:
         return self.text[i] if i < len(self.text) else ""
 
     def _record(self, index: int, context: str, prefix: str = "", *,
-                cmd: _Cmd | None = None, refused: str | None = None,
-                integer: str | None = None) -> None:
+                cmd: _Cmd | None = None, rule: tuple[str, str] | None = None) -> None:
         cmd = cmd or self.cmd
-        if integer is None and refused is None and _SUBSCRIPT.search(prefix):
-            integer = _INTEGER_WHY["subscript"]
+        if rule is None and _SUBSCRIPT.search(prefix):
+            rule = _SUBSCRIPT_RULE
         self.out.append(_Occurrence(index, context, (*self.outer, cmd), len(cmd.words),
-                                    prefix, refused, integer))
+                                    prefix, rule))
 
     def _record_all(self, start: int, end: int, context: str, *, cmd: _Cmd | None = None,
-                    refused: str | None = None, integer: str | None = None) -> None:
+                    rule: tuple[str, str] | None = None) -> None:
         for m in _PLACEHOLDER.finditer(self.text, start, end):
-            self._record(int(m.group(1)), context, cmd=cmd, refused=refused, integer=integer)
+            self._record(int(m.group(1)), context, cmd=cmd, rule=rule)
 
     def _placeholder(self) -> tuple[int, str]:
         """Consume the placeholder that starts here: its index and its text."""
@@ -405,7 +398,7 @@ class _Reader:
             self._ansi_c_quoted()
         elif nxt == PLACEHOLDER_OPEN:
             index, _ = self._placeholder()
-            self._record(index, context, prefix, refused="it directly follows '$'")
+            self._record(index, context, prefix, rule=(REFUSED, "it directly follows '$'"))
 
     def _ansi_c_quoted(self) -> None:
         """At the ``'`` of ``$'…'``: values inside are refused (no expansion there)."""
@@ -414,8 +407,8 @@ class _Reader:
             i += 2 if self.text[i] == "\\" else 1
         if i >= len(self.text):
             raise ShellSyntaxUnclear("unterminated $'")
-        self._record_all(self.pos, i, SQ, refused="ANSI-C quoting $'…' does not expand "
-                         "variables")
+        self._record_all(self.pos, i, SQ,
+                         rule=(REFUSED, "ANSI-C quoting $'…' does not expand variables"))
         self.pos = i + 1
 
     def _parameter(self) -> None:
@@ -437,8 +430,8 @@ class _Reader:
                 depth -= 1
                 if depth == 0:
                     self.pos += 1
-                    self._record_all(start, self.pos, DQ, refused="it is inside a parameter "
-                                     "expansion ${…}")
+                    self._record_all(start, self.pos, DQ, rule=(
+                        REFUSED, "it is inside a parameter expansion ${…}"))
                     return
             self.pos += 1
         raise ShellSyntaxUnclear("unterminated ${")
@@ -449,7 +442,7 @@ class _Reader:
         start = self.pos
         while self.pos < len(self.text):
             if depth == 0 and self.text.startswith(closer, self.pos):
-                self._record_all(start, self.pos, ARITH, integer=_INTEGER_WHY["arith"])
+                self._record_all(start, self.pos, ARITH, rule=_ARITH_RULE)
                 self.pos += len(closer)
                 return
             ch = self.text[self.pos]
@@ -493,7 +486,8 @@ class _Reader:
             else:
                 word.append(ch)
                 self.pos += 1
-        self._record_all(start, self.pos, BARE, refused="it is in a here-document delimiter")
+        self._record_all(start, self.pos, BARE,
+                         rule=(REFUSED, "it is in a here-document delimiter"))
         self.heredocs.append(("".join(word), quoted, strip, self.cmd))
 
     def _read_heredocs(self) -> None:
@@ -511,8 +505,8 @@ class _Reader:
                     break
                 end = self.pos
             if quoted:
-                self._record_all(start, end, HEREDOC, cmd=owner, refused="a here-document "
-                                 "with a quoted delimiter does not expand variables")
+                self._record_all(start, end, HEREDOC, cmd=owner, rule=(
+                    REFUSED, "a here-document with a quoted delimiter does not expand variables"))
             else:
                 sub = _Reader(self.text[start:end], self.out, self.outer)
                 sub.cmd = owner
@@ -553,36 +547,36 @@ def _runs_code(words: Sequence[str]) -> str | None:
 
 
 def _word_rule(occ: _Occurrence) -> tuple[str, str] | None:
-    """("refused" | "integer" | "name", why) for a value in a word the shell interprets
+    """The rule for a value in a word the shell interprets
     beyond expanding it: assignments to code variables, bash's arithmetic and variable-name
     arguments."""
     assigned = _ASSIGNMENT.match(occ.prefix)
     if assigned and assigned.group(1) in _CODE_VARIABLES:
-        return "refused", f"the shell runs code named by {assigned.group(1)}"
+        return REFUSED, f"the shell runs code named by {assigned.group(1)}"
     words = occ.commands[-1].words
     i = occ.word_index
     if not words or i == 0:
         return None
     first, prev = words[0], words[i - 1]
     if first == "let":
-        return "integer", "'let' evaluates its arguments as arithmetic"
+        return INTEGER, "'let' evaluates its arguments as arithmetic"
     if first == "[[" and any(w in _ARITH_TEST_OPS for w in words):
-        return "integer", "'[[ … -eq … ]]' evaluates its operands as arithmetic"
+        return INTEGER, "'[[ … -eq … ]]' evaluates its operands as arithmetic"
     if first in ("[[", "[", "test") and prev == "-v":
-        return "name", "'-v' takes a variable name"
+        return NAME, "'-v' takes a variable name"
     if first == "printf" and prev == "-v":
-        return "name", "'printf -v' takes a variable name"
+        return NAME, "'printf -v' takes a variable name"
     if first == "getopts" and i == 2:
-        return "name", "'getopts' takes a variable name"
+        return NAME, "'getopts' takes a variable name"
     if first in _NAME_TAKERS:
         option_argument = prev.startswith("-") and prev[-1] in _NAME_TAKERS[first]
         if not option_argument:
-            return "name", f"'{first}' takes variable names"
+            return NAME, f"'{first}' takes variable names"
     if first in _DECLARERS:
         if not assigned:
-            return "name", f"'{first}' takes variable names before '='"
+            return NAME, f"'{first}' takes variable names before '='"
         if _has_option(words[1:i], "i", ()):
-            return "integer", f"'{first} -i' evaluates the value as arithmetic"
+            return INTEGER, f"'{first} -i' evaluates the value as arithmetic"
     return None
 
 
@@ -592,18 +586,13 @@ def analyse(text: str) -> dict[int, _Occurrence]:
     out: list[_Occurrence] = []
     _Reader(text, out).command_list()
     for occ in out:
-        for cmd in occ.commands:
-            for member in cmd.pipeline:
-                if occ.refused is None:
-                    occ.refused = _runs_code(member.words)
-        if occ.integer is None and occ.refused is None and occ.context in (BARE, DQ, SQ):
-            kind, why = _word_rule(occ) or ("", "")
-            if kind == "refused":
-                occ.refused = why
-            elif kind == "integer":
-                occ.integer = why
-            elif kind == "name":
-                occ.identifier = why
+        if occ.rule is None or occ.rule[0] != REFUSED:
+            why = next((reason for cmd in occ.commands for member in cmd.pipeline
+                        if (reason := _runs_code(member.words))), None)
+            if why is not None:
+                occ.rule = (REFUSED, why)
+        if occ.rule is None and occ.context in (BARE, DQ, SQ):
+            occ.rule = _word_rule(occ)
     return {occ.index: occ for occ in out}
 
 
@@ -683,15 +672,15 @@ def bind(text: str, values: Sequence[tuple[str, str]]) -> ShellCommand:
         if occ is None:
             raise VariableResolutionError(
                 f"Runtime variable '{name}' refused: its place in the command cannot be read")
-        if occ.refused:
-            raise VariableResolutionError(f"Runtime variable '{name}' refused: {occ.refused}")
-        if occ.integer and not _INTEGER.fullmatch(value):
+        kind, why = occ.rule or ("", "")
+        if kind == REFUSED:
+            raise VariableResolutionError(f"Runtime variable '{name}' refused: {why}")
+        if kind == INTEGER and not _INTEGER.fullmatch(value):
             raise VariableResolutionError(
-                f"Runtime variable '{name}' must be an integer here: {occ.integer}")
-        if occ.identifier and not _IDENTIFIER.fullmatch(value):
+                f"Runtime variable '{name}' must be an integer here: {why}")
+        if kind == NAME and not _IDENTIFIER.fullmatch(value):
             raise VariableResolutionError(
-                f"Runtime variable '{name}' must be a plain variable name here: "
-                f"{occ.identifier}")
+                f"Runtime variable '{name}' must be a plain variable name here: {why}")
     env_names = _env_names([name for name, _ in values])
 
     def display(m: re.Match[str]) -> str:
