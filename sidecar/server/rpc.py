@@ -129,8 +129,12 @@ def _reject_constant(name: str) -> Any:
 
 
 def frame(message: dict[str, Any]) -> bytes:
-    """A framed JSON-RPC message (ASCII JSON, as pygls writes its own)."""
-    body = json.dumps(message).encode()
+    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) when a
+    string holds a lone surrogate, which UTF-8 cannot carry but JSON text can."""
+    try:
+        body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        body = json.dumps(message).encode()
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 

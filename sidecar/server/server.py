@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import contextvars
 import datetime as dt
-import json
 import logging
 import os
 import signal
@@ -55,7 +54,7 @@ from sidecar.core.savehooks import triggers_for_save
 from . import protocol as P
 from .config_features import register as register_config_features
 from .io import Writer, open_stdio
-from .rpc import LOCAL_ONLY, SidecarProtocol
+from .rpc import LOCAL_ONLY, SidecarProtocol, frame
 from .streams import ChunkStreamer
 from .workspace_config import ConfigWorkspace
 from .workspace_config import register as register_config_sync
@@ -153,14 +152,6 @@ class SidecarServer(LanguageServer):
     def _pending_bytes(self) -> int:
         return self.writer.pending_bytes if self.writer is not None else 0
 
-    def _frame(self, method: str, params: Any) -> bytes:
-        message = {"jsonrpc": "2.0", "method": method, "params": params}
-        try:
-            body = json.dumps(message, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: escaped, it is still valid JSON text
-            body = json.dumps(message).encode()
-        return b"Content-Length: %d\r\n\r\n" % len(body) + body
-
     def _emit(self, method: str, params: Any, run_id: str | None = None) -> None:
         """Send a notification, unless it must wait for a response (see ``_Gate``)."""
         gate = self._held_runs.get(run_id) if run_id is not None else None
@@ -171,7 +162,7 @@ class SidecarServer(LanguageServer):
                 if run_id is not None:
                     g.runs.add(run_id)
                     self._held_runs[run_id] = g
-        data = self._frame(method, params)
+        data = frame({"jsonrpc": "2.0", "method": method, "params": params})
         if gate is not None and not gate.open:
             gate.items.append(data)
         elif self.writer is not None:
