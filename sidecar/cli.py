@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import logging
 import os
@@ -370,9 +369,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------- parser
+class _VersionAction(argparse.Action):
+    """``--version``, with the version looked up only when it is asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        sys.stdout.write(f"sidecar {version()}\n")
+        parser.exit()
+
+
 def version() -> str:
     """The installed version of the ``cmdsidecar`` distribution (the package's own
     ``__version__`` when run from a source tree that is not installed)."""
+    import importlib.metadata  # only for --version: every other command starts without it
+
     try:
         return importlib.metadata.version("cmdsidecar")
     except importlib.metadata.PackageNotFoundError:
@@ -396,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="sidecar", description="Trigger-driven command orchestrator (cmdorc-compatible).")
-    parser.add_argument("--version", action="version", version=f"sidecar {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="cmd")
 
     p = sub.add_parser("run", parents=[common, runtime],

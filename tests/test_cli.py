@@ -309,3 +309,15 @@ def test_version(tmp_path: Path) -> None:
     proc = sidecar("--version", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"sidecar {importlib.metadata.version('cmdsidecar')}\n"
+
+
+def test_version_is_looked_up_only_when_asked() -> None:
+    """Hooks call the CLI on every save: looking up the installed version (importing
+    importlib.metadata, scanning distributions) is paid by --version alone."""
+    code = ("import contextlib, io, sys\nfrom sidecar.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['check', '--help'])\n"
+            "print('importlib.metadata' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
