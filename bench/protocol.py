@@ -50,7 +50,7 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-SIDECAR_CMD = [sys.executable, "-c", "from sidecar.server import serve; raise SystemExit(serve())"]
+SIDECAR_CMD = [sys.executable, "-c", "from sidecar.frontends.lsp import serve; raise SystemExit(serve())"]
 BARE_PYGLS = [sys.executable, "-c",
               "from pygls.lsp.server import LanguageServer\n"
               "LanguageServer('bare', '0').start_io()"]

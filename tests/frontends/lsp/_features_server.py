@@ -1,8 +1,8 @@
 """A tiny language server with only the config-document features, and the test session helper.
 
 Run as a script it is the server: a pygls ``LanguageServer`` with a
-:class:`~sidecar.server.workspace_config.ConfigWorkspace` and the config features registered,
-an orchestrator built from the config on disk (re-built on save), and ``sidecar.run`` /
+:class:`~sidecar.frontends.lsp.documents.ConfigWorkspace` over a :class:`~sidecar.host.host.Host`
+and the config features registered (the host reloads on save), and ``sidecar.run`` /
 ``sidecar.cancel`` commands so code lenses can be exercised.
 
 Imported by the tests it provides :data:`SERVER_COMMAND` (the one place the launcher is
@@ -41,27 +41,11 @@ def build_server() -> Any:
     from pygls.lsp.server import LanguageServer
     from pygls.uris import to_fs_path
 
-    from sidecar.core.orchestrator import CommandOrchestrator
-    from sidecar.server import config_features, workspace_config
+    from sidecar.frontends.lsp import config_features, documents
+    from sidecar.host.host import Host
 
     server = LanguageServer("sidecar-features-test", "0")
-    workspace = workspace_config.ConfigWorkspace(server, Path.cwd(), None)
-    state: dict[str, Any] = {"orchestrator": None}
-
-    def get_orchestrator() -> CommandOrchestrator | None:
-        return state["orchestrator"]
-
-    workspace_config.register(server, workspace)
-    features = config_features.register(server, workspace, get_orchestrator)
-
-    def apply(config: Any) -> None:
-        if config is None:
-            return
-        if state["orchestrator"] is None:
-            state["orchestrator"] = CommandOrchestrator(config)
-        else:
-            state["orchestrator"].reload_config(config)
-        features.on_run_state_changed()
+    host = Host(Path.cwd())
 
     @server.feature(types.INITIALIZE)
     def initialize(params: types.InitializeParams) -> None:
@@ -71,37 +55,43 @@ def build_server() -> Any:
         # Explicit config files, as the real server takes them: initializationOptions.
         options = params.initialization_options
         files = options.get("configFiles") if isinstance(options, dict) else None
-        workspace.configure(root, [Path(f) for f in files] if files else None)
+        host.configure(root, files or None)
+        workspace = documents.ConfigWorkspace(server, host.config_files)
+        documents.register(server, workspace)
+        features = config_features.register(server, workspace, lambda: host.orchestrator)
+
+        def reloaded(outcome: Any) -> None:
+            workspace.reloaded()
+            features.on_run_state_changed()
+
+        host.on_reload(reloaded)
+        server.sidecar_workspace = workspace  # type: ignore[attr-defined]
 
     @server.feature(types.INITIALIZED)
     def initialized(params: types.InitializedParams) -> None:
-        apply(workspace.reload())
+        host.reload()
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(params: types.DidSaveTextDocumentParams) -> None:
-        if workspace.is_config_file(params.text_document.uri):
-            apply(workspace.reload())
+        if server.sidecar_workspace.is_config_file(params.text_document.uri):  # type: ignore
+            host.reload()
 
     @server.command("sidecar.run")
     async def run(*args: Any) -> Any:
-        orchestrator = get_orchestrator()
-        assert orchestrator is not None
-        handle = await orchestrator.run_command(str(args[0]))
+        assert host.orchestrator is not None
+        handle = await host.orchestrator.run_command(str(args[0]))
         return {"runId": handle.run_id}
 
     @server.command("sidecar.cancel")
     async def cancel(*args: Any) -> Any:
-        orchestrator = get_orchestrator()
-        assert orchestrator is not None
+        assert host.orchestrator is not None
         arg = args[0]
         name = arg["command"] if isinstance(arg, dict) else getattr(arg, "command", arg)
-        return {"cancelled": await orchestrator.cancel_command(str(name))}
+        return {"cancelled": await host.orchestrator.cancel_command(str(name))}
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(params: Any) -> None:
-        orchestrator = get_orchestrator()
-        if orchestrator is not None:
-            await orchestrator.shutdown(timeout=2)
+        await host.close(timeout=2)
 
     return server
 

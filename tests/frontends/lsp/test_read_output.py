@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import RawClient, py, write_config
 
-from sidecar.server.protocol import json_size, wire_text
+from sidecar.app.protocol import json_size, wire_text
 
 BAD_SIZE = 2 << 20
 OVERHEAD = 512  # the response around `text`: ids, field names, numbers

@@ -238,7 +238,7 @@ from sidecar.core.orchestrator import CommandOrchestrator
 def broken(self):
     raise RuntimeError("boom in /srv/secret/place.py")
 CommandOrchestrator.get_trigger_graph = broken
-from sidecar.server import serve
+from sidecar.frontends.lsp import serve
 raise SystemExit(serve())
 """]
 

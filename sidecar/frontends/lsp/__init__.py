@@ -1,4 +1,5 @@
-"""The sidecar server: LSP-framed JSON-RPC on stdio (pygls 2). See ``protocol.md``."""
+"""The LSP frontend: ``sidecar serve``, LSP-framed JSON-RPC on stdio (pygls 2). See
+``protocol.md``."""
 
 from __future__ import annotations
 

@@ -223,11 +223,11 @@ async def test_lenses_show_run_results_and_refresh(tmp_path: Path) -> None:
         await execute(s, "sidecar.run", "Ok")
         titles = await lenses_until(s, lambda t: len(t["Ok"]) == 2)
         assert titles["Ok"][0] == "▶ Run"
-        assert re.fullmatch(r"✓ success \d+(ms|\.\ds)", titles["Ok"][1])
+        assert re.fullmatch(r"✓ success in \d+(ms|\.\ds)", titles["Ok"][1])
 
         await execute(s, "sidecar.run", "Bad")
         titles = await lenses_until(s, lambda t: len(t["Bad"]) == 2)
-        assert re.fullmatch(r"✗ failed \(exit 1\) \d+(ms|\.\ds)", titles["Bad"][1])
+        assert re.fullmatch(r"✗ failed in \d+(ms|\.\ds) \(exit 1\)", titles["Bad"][1])
 
         await execute(s, "sidecar.run", "Slow")
         titles = await lenses_until(s, lambda t: "■ Cancel" in t["Slow"])
@@ -241,7 +241,7 @@ async def test_lenses_show_run_results_and_refresh(tmp_path: Path) -> None:
         await execute(s, "sidecar.cancel", {"command": "Slow"})
         titles = await lenses_until(s, lambda t: "■ Cancel" not in t["Slow"])
         assert len(titles["Slow"]) == 2
-        assert re.fullmatch(r"⊘ cancelled \d+(ms|\.\ds)", titles["Slow"][1])
+        assert re.fullmatch(r"⊘ cancelled in \d+(ms|\.\ds)", titles["Slow"][1])
         # The other results are still shown.
         assert titles["Ok"][1].startswith("✓ success")
 

@@ -21,9 +21,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from sidecar.app.protocol import N_OUTPUT_CHUNK, OutputChunk, to_wire
 from sidecar.core.events import OutputEvent
-
-from .protocol import N_OUTPUT_CHUNK, OutputChunk, to_wire
 
 
 class _Stream:

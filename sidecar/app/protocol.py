@@ -15,6 +15,7 @@ normative; this module mirrors it).
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import json
 import types
 import typing
@@ -24,7 +25,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from sidecar.core.runs import RunState
+from sidecar.core.events import RunEvent, TriggerEvent
+from sidecar.core.runs import RunSnapshot, RunState
 
 # --------------------------------------------------------------------------- method names
 
@@ -40,6 +42,7 @@ M_PREVIEW = "sidecar/preview"
 M_TRIGGER_GRAPH = "sidecar/triggerGraph"
 M_RELOAD = "sidecar/reload"
 M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
+M_SAVE = "sidecar/save"
 
 N_EVENT = "sidecar/event"
 N_RUN_UPDATE = "sidecar/runUpdate"
@@ -53,7 +56,7 @@ EXECUTE_COMMANDS = (CMD_RUN, CMD_TRIGGER, CMD_CANCEL)
 
 REQUESTS = (
     M_COMMANDS, M_TRIGGER, M_RUN, M_WAIT, M_CANCEL, M_STATUS, M_HISTORY, M_READ_OUTPUT,
-    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER,
+    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER, M_SAVE,
 )
 NOTIFICATIONS = (N_EVENT, N_RUN_UPDATE, N_OUTPUT_CHUNK)
 
@@ -207,6 +210,12 @@ class PreviewParams:
     """Command to resolve."""
     vars: dict[str, str] | None = None
     """Runtime variables to resolve it with."""
+
+
+@attrs.define
+class SaveParams:
+    paths: list[str]
+    """Files that were saved (absolute, or relative to the workspace root)."""
 
 
 @attrs.define
@@ -428,6 +437,26 @@ class RunInfo:
     output_file: str | None = None
     """Path of the stored output file when output storage is on."""
 
+    @classmethod
+    def of(cls, run: RunSnapshot) -> RunInfo:
+        """The wire form of a run: the one mapping from the core's run to the protocol's."""
+        return cls(**_run_fields(run))
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def _run_fields(run: RunSnapshot) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "command": run.command, "state": run.state,
+        "trigger_chain": list(run.trigger_chain), "trigger_event": run.trigger_event,
+        "exit_code": run.exit_code, "start_time": _iso(run.start_time),
+        "end_time": _iso(run.end_time), "duration_secs": run.duration_secs,
+        "comment": run.comment, "error": run.error, "resolved_command": run.resolved_command,
+        "output_size": run.output_size, "output_file": run.output_file,
+    }
+
 
 @attrs.define
 class RunUpdate(RunInfo):
@@ -435,6 +464,11 @@ class RunUpdate(RunInfo):
 
     previous: str | None = None
     """State before this change; null for a new run (state ``pending``)."""
+
+    @classmethod
+    def of(cls, run: RunSnapshot) -> RunUpdate:
+        assert isinstance(run, RunEvent)
+        return cls(**_run_fields(run), previous=run.previous)
 
 
 @attrs.define
@@ -564,6 +598,9 @@ class PreviewResult:
     argv: list[str] | None = None
     """Argument vector when exec'd directly; null when run through ``/bin/sh -c``."""
     timeout_secs: int | None = None
+    env: dict[str, str] = attrs.field(factory=dict)
+    """The command's own ``env`` table, resolved (the rest of the environment is the
+    server's)."""
 
 
 @attrs.define
@@ -574,6 +611,44 @@ class TriggerGraphResult:
     """Trigger pattern → commands it cancels."""
     on_save: dict[str, list[str]]
     """Glob → triggers a save fires."""
+    commands: list[str] = attrs.field(factory=list)
+    """Every command, in config order."""
+    edges: list[GraphEdge] = attrs.field(factory=list)
+    """Command → command: a run's auto-event that starts another command."""
+    external: list[str] = attrs.field(factory=list)
+    """Triggers no command emits (fired by clients, saves, hooks), sorted."""
+
+
+@attrs.define
+class GraphEdge:
+    source: str
+    """The command whose run emits ``event``."""
+    target: str
+    """The command that ``event`` starts."""
+    event: str
+    """The trigger pattern of ``target`` it matches (``command_success:Lint``…)."""
+
+
+@attrs.define
+class SaveResult:
+    triggered: list[TriggerResultWire]
+    """One entry per trigger a saved file fired through ``[on_save]``."""
+    reloaded: ReloadResult | None = None
+    """Set when a config file was among the saved files: the config was reloaded."""
+    ignored: list[IgnoredSave] = attrs.field(factory=list)
+    """Saved files (or triggers of them) that started nothing, with why."""
+
+
+@attrs.define
+class IgnoredSave:
+    path: str
+    """The path as given."""
+    reason: str
+    """``bad-path`` (NUL or a lone surrogate in it), ``no-config``, ``duplicate`` (this save,
+    same mtime, was already handled), ``no-match`` (no ``[on_save]`` glob), ``error`` (a
+    trigger failed), ``shutting-down``."""
+    message: str
+    """Human-readable detail."""
 
 
 @attrs.define
@@ -613,6 +688,11 @@ class EventNotification:
     """For auto events: the run that emitted it."""
     command: str | None = None
     """For auto events: that run's command."""
+
+    @classmethod
+    def of(cls, ev: TriggerEvent) -> EventNotification:
+        return cls(name=ev.name, kind=ev.kind, chain=list(ev.chain), time=ev.time.isoformat(),
+                   run_id=ev.run_id, command=ev.command)
 
 
 @attrs.define

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "project"
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,15 +55,28 @@ def test_run_streams_chain_and_exit_code_is_the_result(tmp_path: Path) -> None:
 
 
 def test_trigger_json_lines(tmp_path: Path) -> None:
+    """``--json`` prints the notifications an editor gets, in their wire form
+    (protocol.md): lifecycle events from ``orchestrator_started`` to
+    ``orchestrator_shutdown``, and runs with every RunInfo field."""
     write(tmp_path / "sidecar.toml", CHAIN.replace("sys.exit(3)", "sys.exit(0)"))
     proc = sidecar("trigger", "changes_applied", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
-    finals = [e for e in events if e["type"] == "runUpdate" and e["state"] == "success"]
-    assert [e["command"] for e in finals] == ["Lint", "Tests"]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert {tuple(sorted(m)) for m in lines} == {("method", "params")}
+    events = [m["params"]["name"] for m in lines if m["method"] == "sidecar/event"]
+    assert events[0] == "orchestrator_started" and events[-1] == "orchestrator_shutdown"
+    finals = [p for m in lines if m["method"] == "sidecar/runUpdate"
+              for p in [m["params"]] if p["state"] == "success"]
+    assert [p["command"] for p in finals] == ["Lint", "Tests"]
     assert finals[1]["triggerChain"] == ["changes_applied", "command_started:Lint",
                                          "command_success:Lint"]
-    chunks = [e["text"] for e in events if e["type"] == "outputChunk" and e["command"] == "Lint"]
+    assert finals[1]["triggerEvent"] == "command_success:Lint"
+    assert finals[0]["previous"] == "running" and finals[0]["exitCode"] == 0
+    assert finals[0]["durationSecs"] > 0 and "durationMs" not in finals[0]
+    assert finals[0]["outputSize"] == len(b"linted\n")
+    assert "linted" in finals[0]["resolvedCommand"]
+    chunks = [m["params"]["text"] for m in lines if m["method"] == "sidecar/outputChunk"
+              and m["params"]["command"] == "Lint"]
     assert "".join(chunks) == "linted\n"
 
 
@@ -157,11 +170,12 @@ def test_preview_shows_exec_or_shell(tmp_path: Path) -> None:
                                      '[[command]]\nname = "A"\ncommand = "ls {{ d }}"\n'
                                      '[[command]]\nname = "B"\ncommand = "ls | wc -l"\n')
     a = json.loads(sidecar("preview", "A", "--json", "--var", "d=a b", cwd=tmp_path).stdout)
-    assert a["argv"] == ["ls", "a b"] and a["shell"] is False
-    assert a["command"] == "ls 'a b'"
-    assert a["cwd"] == str(tmp_path)
+    # The wire form of sidecar/preview (protocol.md): argv null means /bin/sh -c.
+    assert a["command"] == "A" and a["argv"] == ["ls", "a b"]
+    assert a["resolved"] == "ls 'a b'"
+    assert a["cwd"] == str(tmp_path) and a["vars"]["d"] == "a b" and a["env"] == {}
     b = json.loads(sidecar("preview", "B", "--json", cwd=tmp_path).stdout)
-    assert b["argv"] is None and b["shell"] is True
+    assert b["argv"] is None and b["resolved"] == "ls | wc -l"
 
 
 def test_graph_text_and_mermaid(tmp_path: Path) -> None:
@@ -314,7 +328,7 @@ def test_version(tmp_path: Path) -> None:
 def test_version_is_looked_up_only_when_asked() -> None:
     """Hooks call the CLI on every save: looking up the installed version (importing
     importlib.metadata, scanning distributions) is paid by --version alone."""
-    code = ("import contextlib, io, sys\nfrom sidecar.cli import main\n"
+    code = ("import contextlib, io, sys\nfrom sidecar.frontends.cli import main\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    main(['check', '--help'])\n"
             "print('importlib.metadata' in sys.modules)")

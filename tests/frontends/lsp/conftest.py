@@ -20,7 +20,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 from pytest_lsp.protocol import LanguageClientProtocol
 
-SERVER_CMD = [sys.executable, "-c", "from sidecar.server import serve; raise SystemExit(serve())"]
+SERVER_CMD = [sys.executable, "-c", "from sidecar.frontends.lsp import serve; raise SystemExit(serve())"]
 PY = sys.executable
 
 

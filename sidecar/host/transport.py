@@ -1,4 +1,8 @@
-"""Stdio transport that never blocks the event loop.
+"""Transport: framing, flow control and the count of bytes not yet written, per connection.
+
+Knows nothing of sessions: a session hands whole messages to a :class:`FramedOutbox`, which
+frames them (:func:`frame`) onto a writer; incoming bytes are cut into message bodies
+(:class:`FrameParser`) for whoever reads them. Today's connection is stdio:
 
 pygls' own ``StdoutWriter`` writes and flushes synchronously on the event loop: a client that
 stops reading fills the pipe and freezes the whole server (and with it every command whose
@@ -17,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import selectors
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-logger = logging.getLogger("sidecar.server.io")
+logger = logging.getLogger("sidecar.transport")
 
 
 class QueueWriter:
@@ -375,3 +380,28 @@ async def open_stdio(
     except (ValueError, OSError, AttributeError):
         FrameReader(stdin, loop, on_body, on_eof).start()
     return writer
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) when a
+    string holds a lone surrogate, which UTF-8 cannot carry but JSON text can."""
+    try:
+        body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+class FramedOutbox:
+    """A session's :class:`~sidecar.host.session.Outbox` on a ``Content-Length``-framed
+    byte stream."""
+
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(frame(message))
+
+    @property
+    def pending_bytes(self) -> int:
+        return self.writer.pending_bytes

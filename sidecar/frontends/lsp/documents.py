@@ -1,18 +1,18 @@
-"""The config files of a workspace as live documents: unsaved text, checks and diagnostics.
+"""A session's config documents: unsaved text, live checks and diagnostics.
 
-:class:`ConfigWorkspace` knows which files are the configuration (``sidecar.toml`` or else
-``cmdorc.toml`` in the root, or the files given explicitly), tracks the unsaved text of those
-that are open in the editor, runs :func:`sidecar.core.checks.check_files` over all of them
-(open text wins over disk, so cross-file problems such as duplicate command names see the
-editor's state) and publishes ``textDocument/publishDiagnostics`` for every config file,
-an empty list once a file's problems are fixed.
+:class:`ConfigWorkspace` is one client's view of the host's config files
+(:class:`sidecar.host.config_files.ConfigFiles`): it tracks the unsaved text of those open in
+the editor, runs :func:`sidecar.core.checks.check_files` over all of them (open text wins over
+disk, so cross-file problems such as duplicate command names see the editor's state) and
+publishes ``textDocument/publishDiagnostics`` for every config file, an empty list once a
+file's problems are fixed. A config file being written that is not on disk yet (a
+``sidecar.toml`` opened in the root) is checked too.
 
 Seam with the server:
 
 * :func:`register` installs ``didOpen``/``didChange``/``didClose`` handlers (chained after any
-  handler already registered for those methods). ``didSave`` is the server's: on save of a
-  config file it calls :meth:`ConfigWorkspace.reload` and applies the returned config if it
-  is not None (None = errors; keep the last good config).
+  handler already registered for those methods). Saves are the host's business: after each
+  reload the server calls :meth:`ConfigWorkspace.reloaded`, which republishes.
 * :meth:`ConfigWorkspace.check_now` re-checks from unsaved text and republishes.
 
 Positions: core spans count code points; they are converted to the client's position
@@ -33,20 +33,14 @@ from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace.position_codec import PositionCodec
 
 from sidecar.core.checks import CheckReport, check_files
-from sidecar.core.config import (
-    CONFIG_FILE_NAMES,
-    LoadedFile,
-    RunnerConfig,
-    find_config_files,
-    parse_text,
-    read_source,
-)
-from sidecar.core.problems import Problem, Severity, Span
+from sidecar.core.config import CONFIG_FILE_NAMES, LoadedFile, parse_text, read_source
+from sidecar.core.problems import Problem, Span
+from sidecar.host.config_files import ConfigFiles, path_key
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
 
-logger = logging.getLogger("sidecar.server.config")
+logger = logging.getLogger("sidecar.lsp.documents")
 
 SOURCE = "sidecar"
 
@@ -110,15 +104,6 @@ def column_from_client(lines: Sequence[str], position: types.Position,
 # --------------------------------------------------------------------------------------------
 
 
-def path_key(path: str | os.PathLike[str]) -> str:
-    """A comparable form of a file path (absolute, symlinks resolved, case-normalised)."""
-    try:
-        resolved = Path(path).resolve()
-    except OSError:
-        resolved = Path(os.path.abspath(path))
-    return os.path.normcase(str(resolved))
-
-
 def uri_to_path(uri: str) -> Path | None:
     fs = to_fs_path(uri)
     return Path(fs) if fs else None
@@ -130,19 +115,12 @@ def uri_to_path(uri: str) -> Path | None:
 
 
 class ConfigWorkspace:
-    """The configuration files of one workspace root, their unsaved text and last check.
+    """One client's view of the workspace's config files: their unsaved text and last
+    check."""
 
-    ``config_files`` fixes the set of files (relative paths are taken from ``root``); when it
-    is None the files are discovered with :func:`find_config_files` (again on every
-    :meth:`reload`, and when a ``sidecar.toml``/``cmdorc.toml`` that does not exist on disk
-    yet is opened in the root).
-    """
-
-    def __init__(self, server: LanguageServer | None, root: Path,
-                 config_files: list[Path] | None = None) -> None:
+    def __init__(self, server: LanguageServer | None, disk: ConfigFiles) -> None:
         self.server = server
-        self.root = Path(root)
-        self._explicit: list[Path] | None = None
+        self.disk = disk
         self.files: list[Path] = []
         #: uri -> unsaved text of each open config document
         self.texts: dict[str, str] = {}
@@ -150,42 +128,29 @@ class ConfigWorkspace:
         self._versions: dict[str, int | None] = {}  # uri -> document version
         #: the last live check (open text wins over disk); None before the first check
         self.report: CheckReport | None = None
-        #: the last check of the files on disk (see :meth:`reload`)
-        self.disk_report: CheckReport | None = None
         #: the files the last live check saw, in config order
         self.loaded: list[LoadedFile] = []
-        #: why the last :meth:`reload` has no config beyond its problems (no config file)
-        self.last_error: str | None = None
         #: incremented on every live check (cache key for features)
         self.generation = 0
         self._published: set[str] = set()  # uris with a non-empty diagnostic list out there
         self._listeners: list[ReportListener] = []
-        self.configure(root, config_files)
+        self._discover()
+
+    @property
+    def root(self) -> Path:
+        return self.disk.root
 
     # ---- the set of files -----------------------------------------------------------------
 
-    def configure(self, root: Path, config_files: list[Path] | None = None) -> None:
-        """Set the root (e.g. once ``initialize`` gave it) and, optionally, explicit files."""
-        self.root = Path(root)
-        if config_files is None:
-            self._explicit = None
-        else:
-            self._explicit = [p if Path(p).is_absolute() else self.root / p
-                              for p in config_files]
-        self._discover()
-
     def _discover(self) -> None:
-        if self._explicit is not None:
-            files = list(self._explicit)
-        else:
-            files = find_config_files(self.root)
-            if not files:
-                # A config file being written in the editor that is not on disk yet.
-                for name in CONFIG_FILE_NAMES:
-                    if path_key(self.root / name) in self._open_uri:
-                        files = [self.root / name]
-                        break
-        self.files = [Path(path_key(p)) for p in files]
+        files = list(self.disk.files)
+        if not files and not self.disk.explicit:
+            # A config file being written in the editor that is not on disk yet.
+            for name in CONFIG_FILE_NAMES:
+                if path_key(self.root / name) in self._open_uri:
+                    files = [Path(path_key(self.root / name))]
+                    break
+        self.files = files
 
     def _index(self, path: str | os.PathLike[str]) -> int | None:
         key = path_key(path)
@@ -197,13 +162,8 @@ class ConfigWorkspace:
     def is_config_file(self, uri: str) -> bool:
         """True for a URI of one of the workspace's config files."""
         path = uri_to_path(uri)
-        if path is None:
-            return False
-        if self._index(path) is not None:
-            return True
-        if self._explicit is None and not self.files and path.name in CONFIG_FILE_NAMES:
-            return path_key(path.parent) == path_key(self.root)
-        return False
+        return path is not None and (self._index(path) is not None
+                                     or self.disk.is_config_file(path))
 
     def uri_for(self, name: str | os.PathLike[str]) -> str:
         """The URI to publish for a config file: the client's own if it is open."""
@@ -264,18 +224,17 @@ class ConfigWorkspace:
         path = uri_to_path(uri)
         if path is not None:
             self._open_uri.pop(path_key(path), None)
-        if self._explicit is None:
-            self._discover()
+        self._discover()
         # The file on disk is now the truth again (unsaved edits were discarded).
         self.check_now()
 
     # ---- checking -------------------------------------------------------------------------
 
-    def _load(self, *, live: bool) -> list[LoadedFile]:
+    def _load(self) -> list[LoadedFile]:
         out: list[LoadedFile] = []
         for path in self.files:
             uri = self._open_uri.get(str(path))
-            if live and uri is not None and uri in self.texts:
+            if uri is not None and uri in self.texts:
                 out.append(parse_text(self.texts[uri], str(path), path.parent))
             else:
                 out.append(read_source(path))
@@ -286,8 +245,12 @@ class ConfigWorkspace:
         publish diagnostics. ``uri`` names the document that changed (informational: all
         files are re-checked because problems cross files)."""
         del uri
-        self.loaded = self._load(live=True)
+        self.loaded = self._load()
         report = check_files(self.loaded) if self.loaded else CheckReport(None)
+        self._checked(report)
+        return report
+
+    def _checked(self, report: CheckReport) -> None:
         self.report = report
         self.generation += 1
         self.publish(report)
@@ -296,41 +259,24 @@ class ConfigWorkspace:
                 listener(report)
             except Exception:  # pragma: no cover - a listener's bug must not stop checks
                 logger.exception("config report listener failed")
-        return report
 
-    def reload(self) -> RunnerConfig | None:
-        """Re-read the config files from disk (rediscovering them unless given explicitly).
-
-        Returns the merged config of the files *on disk*, or None when they have errors
-        (the caller keeps its last good config). Diagnostics are republished from the live
-        state (open documents' text wins), which equals the disk state right after a save.
-        """
+    def reloaded(self) -> None:
+        """The host reloaded the files from disk: take its file set and check, from the
+        disk's report when no open document differs from disk (right after a save), else
+        from the live text."""
         self._discover()
-        if not self.files:
-            self.last_error = (f"no {' or '.join(CONFIG_FILE_NAMES)} in {self.root}"
-                               if self._explicit is None else "no config files given")
-        else:
-            self.last_error = None
-        disk = self._load(live=False)
-        self.disk_report = check_files(disk) if disk else CheckReport(None)
-        live_differs = any(
+        disk, report = self.disk.loaded, self.disk.report
+        live_differs = report is None or len(disk) != len(self.files) or any(
             self._open_uri.get(str(p)) in self.texts
             and self.texts[self._open_uri[str(p)]] != f.text
-            for p, f in zip(self.files, disk, strict=True)
+            for p, f in zip(self.files, disk, strict=False)
         )
         if live_differs:
             self.check_now()
-        else:
-            self.loaded = disk
-            self.report = self.disk_report
-            self.generation += 1
-            self.publish(self.disk_report)
-            for listener in list(self._listeners):
-                try:
-                    listener(self.disk_report)
-                except Exception:  # pragma: no cover
-                    logger.exception("config report listener failed")
-        return self.disk_report.config
+            return
+        assert report is not None
+        self.loaded = list(disk)
+        self._checked(report)
 
     def add_listener(self, listener: ReportListener) -> Callable[[], None]:
         """Call ``listener(report)`` after every live check; returns a remover."""
@@ -397,15 +343,6 @@ class ConfigWorkspace:
         version = self._versions.get(uri) if uri in self.texts else None
         self.server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
             uri=uri, diagnostics=diagnostics, version=version))
-
-    # ---- helpers for features -------------------------------------------------------------
-
-    def errors(self) -> list[Problem]:
-        """The errors of the last :meth:`reload` (the files on disk), else of the last live
-        check: why ``reload()`` returned None."""
-        report = self.disk_report if self.disk_report is not None else self.report
-        return [p for p in (report.problems if report else []) if p.severity == Severity.ERROR]
-
 
 # --------------------------------------------------------------------------------------------
 # Registration

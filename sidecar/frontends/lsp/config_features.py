@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from sidecar.app.present import icon, run_label
 from sidecar.core.config import COMMAND_KEYS, OUTPUT_STORAGE_KEYS
 from sidecar.core.errors import VariableResolutionError
 from sidecar.core.problems import Span
-from sidecar.core.runs import format_duration
 from sidecar.core.templates import NAME, Resolver
 from sidecar.core.tomlspans import SpanIndex
 from sidecar.core.triggers import (
@@ -37,12 +37,12 @@ from sidecar.core.triggers import (
     matches,
     split_auto_event,
 )
+from sidecar.host.config_files import path_key
 
-from .workspace_config import (
+from .documents import (
     ConfigWorkspace,
     _codec,
     column_from_client,
-    path_key,
     span_to_range,
     text_lines,
 )
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from sidecar.core.orchestrator import CommandOrchestrator
 
-logger = logging.getLogger("sidecar.server.features")
+logger = logging.getLogger("sidecar.lsp.features")
 
 RUN_COMMAND = "sidecar.run"
 CANCEL_COMMAND = "sidecar.cancel"
@@ -313,7 +313,7 @@ class _Model:
 
 
 def path_key_of_uri(uri: str) -> str | None:
-    from .workspace_config import uri_to_path
+    from .documents import uri_to_path
 
     path = uri_to_path(uri)
     return path_key(path) if path is not None else None
@@ -487,7 +487,8 @@ class ConfigFeatures:
             last = history[0] if history else status.last_run
             if last is not None and last.is_finalized:
                 out.append(types.CodeLens(range=rng, command=types.Command(
-                    title=result_label(last.state.value, last.exit_code, last.duration_secs),
+                    title=f"{icon(last.state.value)} "
+                          f"{run_label(last.state.value, last.exit_code, last.duration_secs)}",
                     command="")))
         return out
 
@@ -740,19 +741,6 @@ def _ignore_result(future: Any) -> None:
         future.result()
     except Exception:
         logger.debug("codeLens/refresh was rejected", exc_info=True)
-
-
-def result_label(state: str, exit_code: int | None, duration_secs: float | None) -> str:
-    """``✓ success 1.2s``, ``✗ failed (exit 2) 3.4s``, ``⊘ cancelled 0.5s``."""
-    duration = f" {format_duration(duration_secs)}" if duration_secs is not None else ""
-    if state == "success":
-        return f"✓ success{duration}"
-    if state == "failed":
-        code = f" (exit {exit_code})" if exit_code is not None else ""
-        return f"✗ failed{code}{duration}"
-    if state == "cancelled":
-        return f"⊘ cancelled{duration}"
-    return f"{state}{duration}"
 
 
 def _code(text: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.server.io import FrameParser
+from sidecar.host.transport import FrameParser
 
 
 def frame(msg: dict[str, object]) -> bytes:
@@ -41,7 +41,7 @@ def test_serve_from_regular_files(tmp_path: Path) -> None:
         + frame({"jsonrpc": "2.0", "method": "initialized", "params": {}})
         + frame({"jsonrpc": "2.0", "id": 2, "method": "sidecar/commands"}))
     out = tmp_path / "session.out"
-    code = ("import sys; from sidecar.server import serve; "
+    code = ("import sys; from sidecar.frontends.lsp import serve; "
             "raise SystemExit(serve(open(sys.argv[1], 'rb'), open(sys.argv[2], 'wb')))")
     proc = subprocess.run([sys.executable, "-c", code, str(session), str(out)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=25)

@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 on top of pygls: the one place where incoming messages are validated.
 
 :meth:`SidecarProtocol.receive` takes the body of each framed message (from
-:mod:`sidecar.server.io`) and, before pygls sees it:
+:mod:`sidecar.host.transport`) and, before pygls sees it:
 
 1. parses it (``-32700`` if it is not JSON);
 2. checks the envelope with :func:`check_envelope`: a JSON object, ``"jsonrpc": "2.0"``, an
@@ -37,12 +37,13 @@ from pygls.protocol.json_rpc import (
     JsonRPCResponseMessage,
 )
 
-from . import protocol as P
+from sidecar.app import protocol as P
+from sidecar.host.transport import frame
 
 if TYPE_CHECKING:
     from .server import SidecarServer
 
-logger = logging.getLogger("sidecar.server.rpc")
+logger = logging.getLogger("sidecar.lsp.rpc")
 
 MsgId = str | int | float
 
@@ -126,16 +127,6 @@ def _structure_detail(exc: Exception) -> str:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) when a
-    string holds a lone surrogate, which UTF-8 cannot carry but JSON text can."""
-    try:
-        body = json.dumps(message, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
 class SidecarProtocol(LanguageServerProtocol):

@@ -1,0 +1,189 @@
+"""The host: one workspace's orchestrator, its config files and what outlives a client.
+
+A :class:`Host` owns the :class:`~sidecar.core.CommandOrchestrator` (created from the first
+valid configuration, reconfigured in place by later reloads), the workspace's
+:class:`~sidecar.host.config_files.ConfigFiles`, and the host-wide state of save hooks.
+Sessions (:mod:`sidecar.host.session`, one per client connection) attach to it: they get every
+core event through :meth:`Host.add_listener`, whichever orchestrator is current, and every
+reload through :meth:`Host.on_reload`. A session ending never ends the host; whoever created
+the host closes it (``sidecar serve`` on stdio closes it when its only session ends).
+
+The operations themselves are in :class:`sidecar.app.service.Service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.core import CmdorcError, CommandOrchestrator, RunnerConfig
+from sidecar.core.events import Event
+
+from .config_files import ConfigFiles
+
+logger = logging.getLogger("sidecar.host")
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class Reload:
+    """What one :meth:`Host.reload` did."""
+
+    ok: bool
+    """False: the files have errors (or there are none); the previous config stays."""
+    error: str | None = None
+    """Why not, in one line."""
+    had_config: bool = False
+    """A previous good configuration is still in use (``ok`` false only)."""
+    files: list[str] = field(default_factory=list)
+    """The config files, in config order."""
+
+
+ReloadListener = Callable[[Reload], None]
+
+
+class Host:
+    """One workspace: its config files, orchestrator and the sessions attached to it."""
+
+    def __init__(self, root: str | os.PathLike[str],
+                 config_files: Sequence[str | os.PathLike[str]] | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.config_files = ConfigFiles(self.root, config_files)
+        self.orchestrator: CommandOrchestrator | None = None
+        self.config: RunnerConfig | None = None
+        #: why the last reload failed (None after a good one)
+        self.config_error: str | None = None
+        self._listeners: list[Listener] = []
+        self._reload_listeners: list[ReloadListener] = []
+        self._remove_core_listener: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._started = False
+        self._closing = False
+        #: path → mtime of the last save that fired triggers (one save reported twice fires
+        #: once: an editor's didSave and a file watcher, or a hook and an editor)
+        self.saves: dict[str, int | None] = {}
+
+    def configure(self, root: str | os.PathLike[str],
+                  config_files: Sequence[str | os.PathLike[str]] | None) -> None:
+        """Set the workspace before the first reload (a stdio client's ``initialize``)."""
+        self.root = Path(root).resolve()
+        self.config_files.configure(self.root, config_files)
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every core event; returns a remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def on_reload(self, listener: ReloadListener) -> Callable[[], None]:
+        """Call ``listener(reload)`` after every reload; returns a remover."""
+        self._reload_listeners.append(listener)
+        return lambda: (self._reload_listeners.remove(listener)
+                        if listener in self._reload_listeners else None)
+
+    def _publish(self, event: Event) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                logger.exception("event listener failed")
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` was called (or the orchestrator shut down)."""
+        return self._closing or (self.orchestrator is not None and self.orchestrator.is_shutdown)
+
+    def reload(self) -> Reload:
+        """Reload the config files from disk. On failure the last good configuration stays
+        in use (runs in flight continue either way)."""
+        files = self.config_files
+        error: str | None = None
+        try:
+            report = files.reload()
+            config = report.config
+        except Exception as exc:
+            logger.exception("config reload failed")
+            config, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = files.problem() if config is None else None
+        if config is not None:
+            try:
+                self._apply(config)
+            except CmdorcError as exc:
+                config, error = None, str(exc)
+        if config is None:
+            self.config_error = error or "the configuration is invalid"
+            logger.info("config not loaded: %s", self.config_error)
+            outcome = Reload(False, self.config_error, self.orchestrator is not None,
+                             [str(p) for p in files.files])
+        else:
+            self.config = config
+            self.config_error = None
+            outcome = Reload(True, files=[str(p) for p in files.files])
+            logger.info("config loaded: %d command(s) from %s", len(config.commands),
+                        ", ".join(outcome.files))
+        for listener in list(self._reload_listeners):
+            try:
+                listener(outcome)
+            except Exception:
+                logger.exception("reload listener failed")
+        return outcome
+
+    def _apply(self, config: RunnerConfig) -> None:
+        if self.orchestrator is None:
+            orch = CommandOrchestrator(config)
+            self.orchestrator = orch
+            self._remove_core_listener = orch.add_listener(self._publish)
+            if self._started:
+                self.spawn(orch.startup())
+        else:
+            self.orchestrator.reload_config(config)
+
+    def start(self) -> asyncio.Future[Any] | None:
+        """Start the orchestrator (``orchestrator_started``) now, or as soon as a valid
+        configuration gives one. Returns the task that emits it, if it started now."""
+        if self._started:
+            return None
+        self._started = True
+        if self.orchestrator is not None:
+            return self.spawn(self.orchestrator.startup())
+        return None
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``coro`` in a task the host owns (cancelled by :meth:`close`)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait_idle(self) -> None:
+        """Until the host's own tasks are done and no run or chain is active."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+        if self.orchestrator is not None:
+            await self.orchestrator.wait_idle()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Shut the orchestrator down (``orchestrator_shutdown``, then cancel every run)."""
+        self._closing = True
+        orch = self.orchestrator
+        if orch is not None and not orch.is_shutdown:
+            try:
+                await asyncio.wait_for(orch.shutdown(timeout=timeout), timeout + 5)
+            except Exception:
+                logger.exception("orchestrator shutdown failed")
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        if self._remove_core_listener is not None:
+            self._remove_core_listener()
+            self._remove_core_listener = None
