@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from .runs import RunSnapshot
-
 logger = logging.getLogger("sidecar.events")
 
 
@@ -38,8 +36,23 @@ class TriggerEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class RunEvent(RunSnapshot):
-    previous: str | None = None
+class RunEvent:
+    """A run changed state (from ``previous``; None for a new run)."""
+
+    run_id: str
+    command: str
+    state: str
+    previous: str | None
+    exit_code: int | None
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    duration_secs: float | None
+    trigger_event: str | None
+    trigger_chain: tuple[str, ...]
+    comment: str
+    error: str | None
+    resolved_command: str | None
+    output_file: str | None
 
 
 @dataclass(frozen=True, slots=True)

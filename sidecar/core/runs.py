@@ -87,25 +87,6 @@ class ResolvedCommand:
     script: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RunSnapshot:
-    run_id: str
-    command: str
-    state: str
-    exit_code: int | None
-    start_time: dt.datetime | None
-    end_time: dt.datetime | None
-    duration_secs: float | None
-    trigger_event: str | None
-    trigger_chain: tuple[str, ...]
-    comment: str
-    error: str | None
-    resolved_command: str | None
-    cwd: str | None
-    output_file: str | None
-    output_size: int
-
-
 @dataclass
 class CommandStatus:
     """``state`` is ``never_run``, ``running`` or the last run's state value."""
@@ -265,17 +246,6 @@ class RunResult:
             if self.is_finalized:
                 self._done.set()
         return self._done
-
-    def snapshot(self) -> RunSnapshot:
-        rc = self.resolved_command
-        size = self.capture.size if self.capture is not None else len(self.output.encode())
-        return RunSnapshot(self.run_id, self.command_name, self.state.value, self.exit_code,
-                           self.start_time, self.end_time,
-                           self.duration_secs if self.is_finalized else None,
-                           self.trigger_event, tuple(self.trigger_chain), self.comment,
-                           str(self.error) if self.error is not None else None,
-                           rc.command if rc else None, rc.cwd if rc else None,
-                           str(self.output_file) if self.output_file else None, size)
 
     def to_dict(self) -> dict[str, Any]:
         rc = self.resolved_command
