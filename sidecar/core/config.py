@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .errors import ConfigValidationError
-from .problems import WHOLE_FIRST_LINE, Problem, Severity, did_you_mean
+from .problems import WHOLE_FIRST_LINE, KeyPath, Problem, Severity, did_you_mean
 
 logger = logging.getLogger("sidecar.config")
-
-KeyPath = tuple[str | int, ...]
 
 COMMAND_KEYS: dict[str, str] = {
     "name": "string",
