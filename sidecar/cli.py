@@ -33,8 +33,9 @@ from .core import (
     format_duration,
 )
 from .core.checks import check_files
-from .core.config import CONFIG_FILE_NAMES, find_config_files, load_configs, read_source
+from .core.config import CONFIG_FILE_NAMES, find_config_files, read_source
 from .core.events import Event
+from .core.loading import load_configs
 from .core.problems import Severity
 from .core.savehooks import triggers_for_save
 from .core.triggers import command_graph, emitted_events

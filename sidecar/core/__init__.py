@@ -7,8 +7,6 @@ from .config import (
     OutputStorageConfig,
     RunnerConfig,
     find_config_files,
-    load_config,
-    load_configs,
 )
 from .errors import (
     CmdorcError,
@@ -23,6 +21,7 @@ from .errors import (
     VariableResolutionError,
 )
 from .events import Event, OutputEvent, RunEvent, Subscription, TriggerEvent
+from .loading import load_config, load_configs
 from .orchestrator import CommandOrchestrator
 from .problems import Problem, Severity, Span
 from .runs import (

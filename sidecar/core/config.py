@@ -1,24 +1,23 @@
-"""Configuration: the dataclasses of ``cmdorc.toml`` and loading them from TOML.
+"""Configuration: the dataclasses of ``cmdorc.toml``, reading and validating one TOML file.
 
 A plain ``cmdorc.toml`` loads unchanged. Validation reports every problem it finds with the
 *key path* of the offending key or value (``("command", 2, "max_concurrent")``); the caller
-turns paths into file positions with :mod:`sidecar.core.tomlspans`.
+turns paths into file positions with :mod:`sidecar.core.tomlspans`. Checking a whole
+configuration (several files merged) is :mod:`sidecar.core.checks`; :mod:`sidecar.core.loading`
+(``load_config``/``load_configs``) sits above both. This module imports neither.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from .errors import ConfigValidationError
 from .problems import WHOLE_FIRST_LINE, KeyPath, Problem, Severity, did_you_mean
-
-logger = logging.getLogger("sidecar.config")
 
 COMMAND_KEYS: dict[str, str] = {
     "name": "string",
@@ -404,34 +403,6 @@ def parse_text(text: str, name: str, base_dir: Path | None, span_of: Any = None)
         name, deep, Severity.ERROR, "too-deep",
         f"value nested too deeply (more than {MAX_NESTING} levels of arrays and inline "
         "tables)"))
-
-
-def load_configs(paths: Sequence[ConfigSource]) -> RunnerConfig:
-    """Load and merge several config files (cmdorc's merge rules).
-
-    Variables and output storage merge last-in-wins with a warning; a command name defined
-    twice is a :class:`ConfigValidationError`. Errors carry positions (``exc.problems``).
-    """
-    from .checks import check_files
-
-    files = [read_source(p) for p in paths]
-    if not files:
-        raise ConfigValidationError("No config files given")
-    report = check_files(files)
-    errors = [p for p in report.problems if p.severity == Severity.ERROR]
-    for p in report.problems:
-        if p.code == "variable-override":
-            logger.warning("%s", p.message)
-    if errors or report.config is None:
-        raise ConfigValidationError(
-            "Invalid configuration:\n" + "\n".join(p.format() for p in errors), errors
-        )
-    return report.config
-
-
-def load_config(path: ConfigSource) -> RunnerConfig:
-    """Load one config file."""
-    return load_configs([path])
 
 
 def find_config_files(directory: str | os.PathLike[str]) -> list[Path]:

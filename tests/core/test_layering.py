@@ -27,3 +27,59 @@ def test_key_path_is_defined_once() -> None:
     assert config.KeyPath is problems.KeyPath
     assert tomlspans.KeyPath is problems.KeyPath
     assert checks.KeyPath is problems.KeyPath
+
+
+def _core_imports(path: Path) -> set[str]:
+    """The sidecar.core modules ``path`` imports, at module level or inside functions
+    (``if TYPE_CHECKING:`` blocks excluded)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif node.module and node.module.startswith("sidecar.core."):
+                found.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[2] for a in node.names
+                         if a.name.startswith("sidecar.core."))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    found.discard(path.stem)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {p.stem: _core_imports(p) for p in CORE.glob("*.py") if p.stem != "__init__"}
+
+
+def test_config_and_checks_do_not_import_each_other() -> None:
+    graph = _graph()
+    assert "checks" not in graph["config"] and "loading" not in graph["config"]
+    assert "loading" not in graph["checks"]
+    assert {"config", "checks"} <= graph["loading"]
+
+
+def test_core_modules_import_each_other_without_cycles() -> None:
+    graph = _graph()
+    done: set[str] = set()
+
+    def walk(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path, module]))
+        if module in done:
+            return
+        for dep in sorted(graph.get(module, ())):
+            walk(dep, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        walk(module, [])
