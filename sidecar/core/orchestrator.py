@@ -648,18 +648,9 @@ class CommandOrchestrator:
         self._publish_run(result, previous)
 
     def _publish_run(self, result: RunResult, previous: RunState | None) -> None:
-        if not self._bus.has_subscribers:
-            return
-        rc = result.resolved_command
-        self._bus.publish(RunEvent(
-            run_id=result.run_id, command=result.command_name, state=result.state.value,
-            previous=previous.value if previous else None, exit_code=result.exit_code,
-            start_time=result.start_time, end_time=result.end_time,
-            duration_secs=result.duration_secs if result.is_finalized else None,
-            trigger_event=result.trigger_event, trigger_chain=tuple(result.trigger_chain),
-            comment=result.comment, error=str(result.error) if result.error is not None else None,
-            resolved_command=rc.command if rc else None,
-            output_file=str(result.output_file) if result.output_file else None))
+        if self._bus.has_subscribers:
+            self._bus.publish(RunEvent.of(result.snapshot(),
+                                          previous.value if previous else None))
 
     # ------------------------------------------------------------------ cancelling
     async def cancel_run(self, run_id: str, comment: str | None = None) -> bool:
