@@ -4,6 +4,11 @@ API and semantics follow cmdorc (see README "Python API"); the additions are the
 (:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
 (runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`, and
 :meth:`read_output`.
+
+Processes and stored runs are reached through the ports of :mod:`.ports` (``executor=``,
+``store=``). Without them the orchestrator uses the local adapters of :mod:`sidecar.adapters`,
+imported lazily by :func:`_local_executor` / :func:`_output_files_store`: this module never
+imports ``sidecar.adapters`` at module level.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ from .errors import (
 )
 from .events import Event, EventBus, Listener, OutputEvent, RunEvent, Subscription, TriggerEvent
 from .output import OutputCapture
-from .process import DEFAULT_GRACE, Process
+from .ports import DEFAULT_GRACE, Execution, Executor, RunStore
 from .runs import CommandStatus, ResolvedCommand, RunHandle, RunResult, RunState, TriggerResult
-from .store import OutputStore
 from .templates import Resolver, needs_shell
 from .triggers import TriggerContext, TriggerIndex, matches
 
@@ -82,7 +86,7 @@ class _Run:
     def __init__(self, result: RunResult, context: TriggerContext) -> None:
         self.result = result
         self.context = context
-        self.process: Process | None = None
+        self.process: Execution | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancel_comment: str | None = None
         self.stopping: asyncio.Future[Any] | None = None
@@ -95,6 +99,12 @@ class CommandOrchestrator:
 
     ``config`` is a :class:`RunnerConfig` (from :func:`load_config`) or a list of
     :class:`CommandConfig`. ``vars`` are extra global (config-authored) variables.
+    ``grace_secs`` is the SIGTERM → SIGKILL delay when a run is stopped. ``executor`` starts
+    runs' processes (default: :class:`~sidecar.adapters.local_process.LocalExecutor`);
+    ``store`` keeps finished runs (default: an
+    :class:`~sidecar.adapters.output_files.OutputFilesStore` of ``config.output_storage``; an
+    injected store is used as it is configured, and :meth:`reload_config` passes it the new
+    ``[output_storage]`` settings).
     """
 
     def __init__(
@@ -103,12 +113,15 @@ class CommandOrchestrator:
         vars: Mapping[str, str] | None = None,
         *,
         grace_secs: float = DEFAULT_GRACE,
+        executor: Executor | None = None,
+        store: RunStore | None = None,
     ) -> None:
         if not isinstance(config, RunnerConfig):
             config = RunnerConfig(commands=list(config))
         self.config = config
         self._vars: dict[str, str] = {**config.vars, **(vars or {})}
-        self._store = OutputStore(config.output_storage)
+        self._executor = executor if executor is not None else _local_executor()
+        self._store = store if store is not None else _output_files_store(config.output_storage)
         self._grace = grace_secs
         self._commands: dict[str, _Command] = {}
         self._runs: dict[str, _Run] = {}
@@ -192,7 +205,7 @@ class CommandOrchestrator:
         extra = {k: v for k, v in self._vars.items() if k not in self.config.vars}
         self.config = config
         self._vars = {**config.vars, **extra}
-        self._store = OutputStore(config.output_storage)
+        self._store.configure(config.output_storage)
         self._resolved_cache.clear()
 
     def list_commands(self) -> list[str]:
@@ -515,7 +528,7 @@ class CommandOrchestrator:
             self._record_output(run, data)
 
         try:
-            run.process = await Process.start(
+            run.process = await self._executor.start(
                 resolved.argv, resolved.script or resolved.command, cwd=resolved.cwd,
                 env=resolved.env if cfg.env or resolved.script else None,
                 on_output=on_output)
@@ -752,6 +765,21 @@ class CommandOrchestrator:
         if result is None or result.capture is None:
             return ""
         return result.capture.tail(max_bytes)
+
+
+def _local_executor() -> Executor:
+    """The default executor. Imported here, not at module level: the core does not depend on
+    :mod:`sidecar.adapters` (see :mod:`.ports`)."""
+    from sidecar.adapters.local_process import LocalExecutor
+
+    return LocalExecutor()
+
+
+def _output_files_store(settings: OutputStorageConfig) -> RunStore:
+    """The default run store (imported lazily, like :func:`_local_executor`)."""
+    from sidecar.adapters.output_files import OutputFilesStore
+
+    return OutputFilesStore(settings)
 
 
 def _split(command: str) -> list[str] | None:

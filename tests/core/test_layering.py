@@ -83,3 +83,39 @@ def test_core_modules_import_each_other_without_cycles() -> None:
 
     for module in sorted(graph):
         walk(module, [])
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Absolute names of the modules ``path`` imports when it is imported (statements outside
+    functions and classes, including ``if``/``try`` blocks; ``TYPE_CHECKING`` blocks too)."""
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = ["sidecar", "core"][: 3 - node.level]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                    found.update([module] if node.module else
+                                 [f"{module}.{a.name}" for a in node.names])
+                else:
+                    found.add(node.module or "")
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                visit(getattr(node, field, []))
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return found
+
+
+def test_core_never_imports_adapters_at_module_level() -> None:
+    offenders = {p.name: sorted(m for m in _module_level_imports(p)
+                                if m == "sidecar.adapters" or m.startswith("sidecar.adapters."))
+                 for p in CORE.glob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    # The check sees relative imports too.
+    assert "sidecar.core.ports" in _module_level_imports(CORE / "orchestrator.py")
+    assert "sidecar.core.config" in _module_level_imports(CORE / "loading.py")

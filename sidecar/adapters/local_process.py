@@ -1,4 +1,6 @@
-"""Child processes: own process group per run, streamed output, cleanup that cannot be skipped.
+"""The local :class:`~sidecar.core.ports.Executor`: each run a child process of this one.
+
+Own process group per run, streamed output, cleanup that cannot be skipped.
 
 * Each run is started with ``start_new_session=True``: its own session and process group, so
   the whole tree can be signalled at once. stdin is ``/dev/null``; stderr goes to stdout.
@@ -23,7 +25,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-DEFAULT_GRACE = 3.0
+from sidecar.core.ports import DEFAULT_GRACE
+
 _SHELL = "/bin/sh"
 
 
@@ -270,3 +273,18 @@ class Process:
             _signal_group(self.pgid, signal.SIGKILL)
             reaper.unregister(self.pgid)
             self._transport.close()
+
+
+class LocalExecutor:
+    """:class:`~sidecar.core.ports.Executor` running each run as a local :class:`Process`."""
+
+    async def start(
+        self,
+        argv: Sequence[str] | None,
+        script: str,
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        on_output: Callable[[bytes], None],
+    ) -> Process:
+        return await Process.start(argv, script, cwd=cwd, env=env, on_output=on_output)

@@ -1,5 +1,7 @@
-"""Output storage on disk: ``{directory}/{command}/{run_id}/metadata.toml`` + ``output{ext}``,
-retention (``keep_history``: 0 off, -1 unlimited, N newest kept) and reloading history."""
+"""The files :class:`~sidecar.core.ports.RunStore`: output storage on disk.
+
+``{directory}/{command}/{run_id}/metadata.toml`` + ``output{ext}``, retention (``keep_history``:
+0 off, -1 unlimited, N newest kept) and reloading history."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .config import CommandConfig, OutputStorageConfig
-from .runs import ResolvedCommand, RunResult, RunState
+from sidecar.core.config import CommandConfig, OutputStorageConfig
+from sidecar.core.runs import ResolvedCommand, RunResult, RunState
 
 logger = logging.getLogger("sidecar.store")
 METADATA = "metadata.toml"
@@ -37,10 +39,13 @@ def _toml_table(values: dict[str, Any]) -> str:
                    if v is not None)
 
 
-class OutputStore:
+class OutputFilesStore:
     """Resolves per-command settings and reads/writes run directories."""
 
     def __init__(self, settings: OutputStorageConfig) -> None:
+        self.configure(settings)
+
+    def configure(self, settings: OutputStorageConfig) -> None:
         self.settings = settings
         self.root = Path(settings.directory)
 
