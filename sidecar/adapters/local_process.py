@@ -171,13 +171,26 @@ def _grow_pipe(transport: asyncio.SubprocessTransport) -> None:
 
 
 class _Protocol(asyncio.SubprocessProtocol):
+    """Output is held until :meth:`release` (output can arrive before ``subprocess_exec``
+    returns; it is delivered only once the process has been announced)."""
+
     def __init__(self, on_output: Callable[[bytes], None]) -> None:
         self.on_output = on_output
+        self._held: list[bytes] | None = []
         self.exited = asyncio.get_running_loop().create_future()
         self.eof = asyncio.get_running_loop().create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.on_output(data)
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self.on_output(data)
+
+    def release(self) -> None:
+        """Deliver the held output, then everything as it comes."""
+        held, self._held = self._held, None
+        for data in held or ():
+            self.on_output(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1 and not self.eof.done():
@@ -209,8 +222,12 @@ class Process:
         cwd: str | None,
         env: Mapping[str, str] | None,
         on_output: Callable[[bytes], None],
+        on_start: Callable[[Process], None] | None = None,
     ) -> Process:
         """Start ``argv`` directly, or ``command`` under the shell when ``argv`` is None.
+
+        ``on_start(process)`` is called as soon as the process exists, before any output is
+        passed to ``on_output``.
 
         Raises ``OSError`` (e.g. ``FileNotFoundError``) if the program cannot be started.
         """
@@ -227,7 +244,13 @@ class Process:
             start_new_session=True,
         )
         _grow_pipe(transport)
-        return cls(transport, protocol)
+        process = cls(transport, protocol)
+        try:
+            if on_start is not None:
+                on_start(process)
+        finally:
+            protocol.release()
+        return process
 
     @property
     def returncode(self) -> int | None:
@@ -286,5 +309,7 @@ class LocalExecutor:
         cwd: str | None,
         env: Mapping[str, str] | None,
         on_output: Callable[[bytes], None],
+        on_start: Callable[[Process], None] | None = None,
     ) -> Process:
-        return await Process.start(argv, script, cwd=cwd, env=env, on_output=on_output)
+        return await Process.start(argv, script, cwd=cwd, env=env, on_output=on_output,
+                                   on_start=on_start)

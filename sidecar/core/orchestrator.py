@@ -522,16 +522,20 @@ class CommandOrchestrator:
         self._by_id[result.run_id] = result
         self._publish_run(result, None)
 
-        def on_output(data: bytes, run: _Run = run) -> None:
+        def on_start(execution: Execution, run: _Run = run) -> None:
+            # The one place a run becomes running: its process exists, no output is read yet.
+            run.process = execution
             if run.result.state is RunState.PENDING:
                 run.result.transition(RunState.RUNNING)
+
+        def on_output(data: bytes, run: _Run = run) -> None:
             self._record_output(run, data)
 
         try:
             run.process = await self._executor.start(
                 resolved.argv, resolved.script or resolved.command, cwd=resolved.cwd,
                 env=resolved.env if cfg.env or resolved.script else None,
-                on_output=on_output)
+                on_output=on_output, on_start=on_start)
         except OSError as exc:
             msg = _spawn_error(resolved, exc)
             self._record_output(run, msg.encode() + b"\n")
@@ -544,8 +548,6 @@ class CommandOrchestrator:
             self._spawn(self._emit_final(run))
             raise
         else:
-            if result.state is RunState.PENDING:
-                result.transition(RunState.RUNNING)
             if run.cancel_comment is not None:  # cancelled while it was being spawned
                 run.stopping = self._spawn(run.process.terminate(self._grace))
             task = asyncio.get_running_loop().create_task(self._supervise(entry, run))

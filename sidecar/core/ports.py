@@ -59,11 +59,17 @@ class Executor(Protocol):
         cwd: str | None,
         env: Mapping[str, str] | None,
         on_output: OutputCallback,
+        on_start: Callable[[Execution], None],
     ) -> Execution:
         """Start ``argv`` directly, or ``script`` under ``/bin/sh -c`` when ``argv`` is None,
-        in ``cwd`` with ``env`` (None: inherit). Output goes to ``on_output``.
+        in ``cwd`` with ``env`` (None: inherit), and return its :class:`Execution`.
 
-        Raises ``OSError`` (e.g. ``FileNotFoundError``) if it cannot be started.
+        ``on_start(execution)`` is called once, as soon as the process exists and *before* the
+        first ``on_output`` call (output that arrives earlier is held until then): the
+        orchestrator marks the run running there. ``on_output`` then gets the output in order.
+
+        Raises ``OSError`` (e.g. ``FileNotFoundError``) if it cannot be started; ``on_start``
+        is not called then.
         """
         ...
 
