@@ -78,12 +78,14 @@ class _Command:
 
 
 class _Run:
-    """A live run: its record, process and the context its auto-events extend."""
+    """A live run: its command's entry, record, process and the context its auto-events
+    extend."""
 
-    __slots__ = ("result", "context", "process", "task", "cancel_comment", "stopping",
+    __slots__ = ("entry", "result", "context", "process", "task", "cancel_comment", "stopping",
                  "timed_out", "seq")
 
-    def __init__(self, result: RunResult, context: TriggerContext) -> None:
+    def __init__(self, entry: _Command, result: RunResult, context: TriggerContext) -> None:
+        self.entry = entry
         self.result = result
         self.context = context
         self.process: Execution | None = None
@@ -124,7 +126,8 @@ class CommandOrchestrator:
         self._store = store if store is not None else _output_files_store(config.output_storage)
         self._grace = grace_secs
         self._commands: dict[str, _Command] = {}
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, _Run] = {}  # active runs: not final yet
+        self._live: dict[str, _Run] = {}  # runs whose process may still run (final or not)
         self._by_id: dict[str, RunResult] = {}
         self._bus = EventBus()
         self._exact_callbacks: dict[str, list[EventCallback]] = {}
@@ -261,7 +264,7 @@ class CommandOrchestrator:
             await asyncio.wait([asyncio.ensure_future(h.wait()) for h in started],
                                timeout=timeout)
         self._is_shutdown = True
-        active = list(self._runs.values())
+        active = list(self._live.values())
         cancelled = 0
         if cancel_running:
             cancelled = await self.cancel_all("orchestrator shutdown")
@@ -271,7 +274,7 @@ class CommandOrchestrator:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 timeout_expired = True
-                for run in list(self._runs.values()):
+                for run in list(self._live.values()):
                     if run.process is not None:
                         run.process.kill_now()
         if self._tasks:
@@ -514,11 +517,12 @@ class CommandOrchestrator:
         if self._store.enabled(cfg):
             result.output_file, result.metadata_file = self._store.paths(cfg, result.run_id)
         result.capture = OutputCapture(result.output_file)
-        run = _Run(result, TriggerContext(set(context.seen), list(context.history),
-                                          dict(context.vars)))
-        result.on_change = self._on_state_change
+        run = _Run(entry, result, TriggerContext(set(context.seen), list(context.history),
+                                                 dict(context.vars)))
+        result.on_change = self._on_transition
         entry.active.append(result)
         self._runs[result.run_id] = run
+        self._live[result.run_id] = run
         self._by_id[result.run_id] = result
         self._publish_run(result, None)
 
@@ -539,24 +543,29 @@ class CommandOrchestrator:
         except OSError as exc:
             msg = _spawn_error(resolved, exc)
             self._record_output(run, msg.encode() + b"\n")
-            self._finalize(entry, run, RunState.FAILED, error=msg, exit_code=127)
+            self._end(run, RunState.FAILED, error=msg, exit_code=127)
+            self._live.pop(result.run_id, None)
             task = asyncio.get_running_loop().create_task(self._emit_final(run))
         except BaseException:
             # The caller was cancelled mid-spawn (asyncio kills a half-started child): the
             # run must still end, or it would hold its concurrency slot forever.
-            self._finalize(entry, run, RunState.CANCELLED, comment="start interrupted")
+            self._end(run, RunState.CANCELLED, comment="start interrupted")
+            self._live.pop(result.run_id, None)
             self._spawn(self._emit_final(run))
             raise
         else:
-            if run.cancel_comment is not None:  # cancelled while it was being spawned
+            if run.stopping is None and (run.cancel_comment is not None or result.is_finalized):
+                # Cancelled, or marked final (mark_*), while it was being spawned.
                 run.stopping = self._spawn(run.process.terminate(self._grace))
-            task = asyncio.get_running_loop().create_task(self._supervise(entry, run))
+            task = asyncio.get_running_loop().create_task(self._supervise(run))
         run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return RunHandle(result)
 
     def _record_output(self, run: _Run, data: bytes) -> None:
+        if run.result.is_finalized:
+            return  # marked final (mark_*) while its process still writes: output is closed
         capture = run.result.capture
         assert capture is not None
         offset = capture.size
@@ -566,7 +575,7 @@ class CommandOrchestrator:
                                           offset, len(data), capture.decode(data)))
             run.seq += 1
 
-    async def _supervise(self, entry: _Command, run: _Run) -> None:
+    async def _supervise(self, run: _Run) -> None:
         result = run.result
         handle = RunHandle(result)
         await asyncio.sleep(0)  # let run_command's caller see the handle first
@@ -583,17 +592,18 @@ class CommandOrchestrator:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._live.pop(result.run_id, None)
         if run.timed_out:
-            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
-                           error=f"Command timed out after {timeout} seconds")
+            self._end(run, RunState.FAILED, exit_code=rc,
+                      error=f"Command timed out after {timeout} seconds")
         elif run.cancel_comment is not None:
-            self._finalize(entry, run, RunState.CANCELLED, comment=run.cancel_comment,
-                           exit_code=rc)
+            self._end(run, RunState.CANCELLED, comment=run.cancel_comment, exit_code=rc)
         elif rc == 0:
-            self._finalize(entry, run, RunState.SUCCESS, exit_code=0)
+            self._end(run, RunState.SUCCESS, exit_code=0)
         else:
-            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
-                           error=f"Command exited with code {rc}")
+            self._end(run, RunState.FAILED, exit_code=rc, error=f"Command exited with code {rc}")
+        # Once per run, whoever ended it (also a mark_* from outside: then its process has
+        # just been stopped).
         await self._emit_final(run)
 
     def _auto_context(self, run: _Run) -> TriggerContext | None:
@@ -622,10 +632,30 @@ class CommandOrchestrator:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _finalize(self, entry: _Command, run: _Run, state: RunState, *,
-                  comment: str | None = None, error: str | None = None,
-                  exit_code: int | None = None) -> None:
-        result = run.result
+    def _end(self, run: _Run, state: RunState, *, comment: str | None = None,
+             error: str | None = None, exit_code: int | None = None) -> None:
+        """End a run the orchestrator saw end, unless something already made it final
+        (cmdorc's ``mark_*``): the transition does the rest (:meth:`_on_transition`)."""
+        if not run.result.is_finalized:
+            run.result.transition(state, comment=comment, error=error, exit_code=exit_code)
+
+    def _on_transition(self, result: RunResult, previous: RunState) -> None:
+        """``on_change`` of every run started here: called by :meth:`RunResult.transition`,
+        the one place states change, whoever calls it (the orchestrator or ``mark_*``).
+
+        A final state is booked first (:meth:`_book_final`), so that whoever sees the
+        RunEvent announcing it finds status, history and output already up to date.
+        """
+        run = self._runs.get(result.run_id)
+        if run is not None and run.result is result and result.state.is_final:
+            self._book_final(run)
+        self._publish_run(result, previous)
+
+    def _book_final(self, run: _Run) -> None:
+        """A run just became final: close its output, free its concurrency slot, record it
+        (history, latest, stored metadata), and stop its process if it still runs (it was
+        marked final from outside). Its final auto-event is emitted by its task."""
+        result, entry = run.result, run.entry
         capture = result.capture
         if capture is not None:
             try:
@@ -642,7 +672,6 @@ class CommandOrchestrator:
         if result in entry.active:
             entry.active.remove(result)
         self._runs.pop(result.run_id, None)
-        result.transition(state, comment=comment, error=error, exit_code=exit_code)
         if len(entry.history) == entry.history.maxlen and entry.history:
             evicted = entry.history[0]
             self._by_id.pop(evicted.run_id, None)
@@ -658,9 +687,9 @@ class CommandOrchestrator:
             except OSError as exc:
                 result.output_write_error = str(exc)
                 logger.warning("could not write output files for %s: %s", result.run_id, exc)
-
-    def _on_state_change(self, result: RunResult, previous: RunState) -> None:
-        self._publish_run(result, previous)
+        if (run.process is not None and result.run_id in self._live
+                and run.stopping is None):
+            run.stopping = self._spawn(run.process.terminate(self._grace))
 
     def _publish_run(self, result: RunResult, previous: RunState | None) -> None:
         if self._bus.has_subscribers:

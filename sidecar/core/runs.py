@@ -207,6 +207,8 @@ class RunResult:
             self._done.set()
 
     # -- cmdorc's mark_* API -------------------------------------------------------------------
+    # On a run an orchestrator owns, a final mark ends the run as if it had ended by itself
+    # (slot freed, history, metadata, command_*:X auto-event) and stops its process.
     def mark_running(self, comment: str | None = None) -> None:
         self.transition(RunState.RUNNING, comment=comment)
 
