@@ -7,8 +7,6 @@ from .config import (
     OutputStorageConfig,
     RunnerConfig,
     find_config_files,
-    load_config,
-    load_configs,
 )
 from .errors import (
     CmdorcError,
@@ -23,6 +21,7 @@ from .errors import (
     VariableResolutionError,
 )
 from .events import Event, OutputEvent, RunEvent, Subscription, TriggerEvent
+from .loading import load_config, load_configs
 from .orchestrator import CommandOrchestrator
 from .problems import Problem, Severity, Span
 from .runs import (
@@ -30,6 +29,7 @@ from .runs import (
     ResolvedCommand,
     RunHandle,
     RunResult,
+    RunSnapshot,
     RunState,
     TriggerResult,
     format_duration,
@@ -40,7 +40,7 @@ __all__ = [
     "CmdorcError", "CommandConfig", "CommandNotFoundError", "CommandOrchestrator",
     "CommandStatus", "ConcurrencyLimitError", "ConfigValidationError", "DebounceError",
     "Event", "ExecutorError", "OrchestratorShutdownError", "OutputEvent", "OutputStorageConfig",
-    "Problem", "ResolvedCommand", "RunEvent", "RunHandle", "RunResult", "RunState",
+    "Problem", "ResolvedCommand", "RunEvent", "RunHandle", "RunResult", "RunSnapshot", "RunState",
     "RunnerConfig", "Severity", "SidecarError", "Span", "Subscription", "TriggerContext",
     "TriggerCycleError", "TriggerEvent", "TriggerResult", "VariableResolutionError",
     "find_config_files", "format_duration", "load_config", "load_configs",

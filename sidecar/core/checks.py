@@ -14,7 +14,6 @@ from typing import Any
 
 from .config import (
     CommandConfig,
-    KeyPath,
     LoadedFile,
     OutputStorageConfig,
     ParsedFile,
@@ -22,7 +21,7 @@ from .config import (
     RunnerConfig,
     validate_data,
 )
-from .problems import WHOLE_FIRST_LINE, Problem, Severity, Span, did_you_mean
+from .problems import WHOLE_FIRST_LINE, KeyPath, Problem, Severity, Span, did_you_mean
 from .templates import find_cycle, scan
 from .tomlspans import Part, SpanIndex
 from .triggers import LIFECYCLE_EVENTS, emitted_events, find_cycles, matches, split_auto_event

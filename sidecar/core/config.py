@@ -1,26 +1,23 @@
-"""Configuration: the dataclasses of ``cmdorc.toml`` and loading them from TOML.
+"""Configuration: the dataclasses of ``cmdorc.toml``, reading and validating one TOML file.
 
 A plain ``cmdorc.toml`` loads unchanged. Validation reports every problem it finds with the
 *key path* of the offending key or value (``("command", 2, "max_concurrent")``); the caller
-turns paths into file positions with :mod:`sidecar.core.tomlspans`.
+turns paths into file positions with :mod:`sidecar.core.tomlspans`. Checking a whole
+configuration (several files merged) is :mod:`sidecar.core.checks`; :mod:`sidecar.core.loading`
+(``load_config``/``load_configs``) sits above both. This module imports neither.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from .errors import ConfigValidationError
-from .problems import WHOLE_FIRST_LINE, Problem, Severity, did_you_mean
-
-logger = logging.getLogger("sidecar.config")
-
-KeyPath = tuple[str | int, ...]
+from .problems import WHOLE_FIRST_LINE, KeyPath, Problem, Severity, did_you_mean
 
 COMMAND_KEYS: dict[str, str] = {
     "name": "string",
@@ -56,6 +53,71 @@ DEBOUNCE_MODES = ("start", "completion")
 CONFIG_FILE_NAMES = ("sidecar.toml", "cmdorc.toml")
 
 
+# --------------------------------------------------------------------------------------------
+# Value rules, written once: the dataclasses raise on the first rule broken, validate_data
+# reports every broken rule at its value's key path
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A range or enum rule on one key's value. ``ok`` sees a value of the right type (or None
+    for an optional dataclass field left unset)."""
+
+    key: str
+    ok: Callable[[Any], bool]
+    message: str
+
+
+def _not_blank(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _optional(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or ok(value)
+
+
+def _extension_ok(value: str) -> bool:
+    return value.startswith(".") and "/" not in value and "\\" not in value
+
+
+_KEEP_HISTORY = Rule("keep_history", _optional(lambda v: v >= -1),
+                     "keep_history must be -1 (unlimited), 0 (off) or a positive count")
+_OUTPUT_EXTENSION = Rule("output_extension", _optional(_extension_ok),
+                         "output_extension must start with '.' and contain no path separator")
+
+#: The rules of ``[output_storage]`` / :class:`OutputStorageConfig`, in checking order.
+OUTPUT_STORAGE_RULES: tuple[Rule, ...] = (_KEEP_HISTORY, _OUTPUT_EXTENSION)
+#: The rules of ``[[command]]`` / :class:`CommandConfig`, in checking order.
+COMMAND_RULES: tuple[Rule, ...] = (
+    Rule("name", _not_blank, "Command name cannot be empty"),
+    Rule("command", _not_blank, "Command string cannot be empty"),
+    Rule("max_concurrent", lambda v: v >= 0,
+         "max_concurrent cannot be negative (0 means unlimited)"),
+    Rule("timeout_secs", _optional(lambda v: v > 0), "timeout_secs must be positive"),
+    Rule("on_retrigger", lambda v: v in ON_RETRIGGER,
+         "on_retrigger must be 'cancel_and_restart' or 'ignore'"),
+    Rule("debounce_mode", lambda v: v in DEBOUNCE_MODES,
+         "debounce_mode must be 'start' or 'completion'"),
+    Rule("debounce_in_ms", lambda v: v >= 0, "debounce_in_ms cannot be negative"),
+    Rule("keep_in_memory", lambda v: v >= -1, "keep_in_memory must be -1 (unlimited) or >= 0"),
+    _KEEP_HISTORY,
+    _OUTPUT_EXTENSION,
+)
+
+
+def violated_rules(values: Mapping[str, Any], rules: Iterable[Rule]) -> list[Rule]:
+    """The rules ``values`` break, in rule order (a key absent from ``values`` is skipped)."""
+    return [rule for rule in rules if rule.key in values and not rule.ok(values[rule.key])]
+
+
+def _enforce(obj: object, rules: tuple[Rule, ...]) -> None:
+    """Raise :class:`ConfigValidationError` for the first rule a dataclass instance breaks."""
+    broken = violated_rules({rule.key: getattr(obj, rule.key) for rule in rules}, rules)
+    if broken:
+        raise ConfigValidationError(broken[0].message)
+
+
 @dataclass
 class OutputStorageConfig:
     """``[output_storage]``: where run outputs and metadata are written and how many are kept."""
@@ -65,8 +127,7 @@ class OutputStorageConfig:
     output_extension: str = ".txt"
 
     def __post_init__(self) -> None:
-        _check_keep_history(self.keep_history, "output_storage")
-        _check_extension(self.output_extension, "output_storage")
+        _enforce(self, OUTPUT_STORAGE_RULES)
 
     @property
     def is_enabled(self) -> bool:
@@ -95,26 +156,7 @@ class CommandConfig:
     output_extension: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.strip():
-            raise ConfigValidationError("Command name cannot be empty")
-        if not self.command or not self.command.strip():
-            raise ConfigValidationError(f"Command for '{self.name}' cannot be empty")
-        if self.max_concurrent < 0:
-            raise ConfigValidationError("max_concurrent cannot be negative")
-        if self.timeout_secs is not None and self.timeout_secs <= 0:
-            raise ConfigValidationError("timeout_secs must be positive")
-        if self.on_retrigger not in ON_RETRIGGER:
-            raise ConfigValidationError("on_retrigger must be 'cancel_and_restart' or 'ignore'")
-        if self.debounce_mode not in DEBOUNCE_MODES:
-            raise ConfigValidationError("debounce_mode must be 'start' or 'completion'")
-        if self.debounce_in_ms < 0:
-            raise ConfigValidationError("debounce_in_ms cannot be negative")
-        if self.keep_in_memory < -1:
-            raise ConfigValidationError("keep_in_memory must be -1 (unlimited) or >= 0")
-        if self.keep_history is not None:
-            _check_keep_history(self.keep_history, self.name)
-        if self.output_extension is not None:
-            _check_extension(self.output_extension, self.name)
+        _enforce(self, COMMAND_RULES)
 
 
 @dataclass
@@ -132,18 +174,6 @@ class RunnerConfig:
     on_save: dict[str, list[str]] = field(default_factory=dict)
     base_dir: Path | None = None
     sources: dict[str, str] = field(default_factory=dict)
-
-
-def _check_keep_history(value: int, where: str) -> None:
-    if value < -1:
-        raise ConfigValidationError(f"keep_history must be -1, 0 or positive ({where})")
-
-
-def _check_extension(value: str, where: str) -> None:
-    if not value.startswith(".") or "/" in value or "\\" in value:
-        raise ConfigValidationError(
-            f"output_extension must start with '.' and contain no path separator ({where})"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -238,7 +268,7 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
                 problems.append(_wrong_type(path, OUTPUT_STORAGE_KEYS[k], v))
             else:
                 storage[k] = v
-        problems.extend(_value_problems(storage, ("output_storage",)))
+        problems.extend(_value_problems(storage, ("output_storage",), OUTPUT_STORAGE_RULES))
 
     on_save: dict[str, list[str]] = {}
     raw_on_save = data.get("on_save", {})
@@ -267,34 +297,12 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
     return ParsedFile(name, variables, commands, indexes, storage, on_save, problems)
 
 
-def _value_problems(values: Mapping[str, Any], prefix: KeyPath) -> list[PathProblem]:
-    """Range/enum checks shared by [output_storage] and [[command]]."""
-    out: list[PathProblem] = []
-
-    def bad(key: str, message: str) -> None:
-        out.append(PathProblem((*prefix, key), "value", Severity.ERROR, "invalid-value", message))
-
-    if "keep_history" in values and values["keep_history"] < -1:
-        bad("keep_history", "keep_history must be -1 (unlimited), 0 (off) or a positive count")
-    ext = values.get("output_extension")
-    if ext is not None and (not ext.startswith(".") or "/" in ext or "\\" in ext):
-        bad("output_extension", "output_extension must start with '.' and have no '/'")
-    if "max_concurrent" in values and values["max_concurrent"] < 0:
-        bad("max_concurrent", "max_concurrent cannot be negative (0 means unlimited)")
-    if "timeout_secs" in values and values["timeout_secs"] <= 0:
-        bad("timeout_secs", "timeout_secs must be positive")
-    if "debounce_in_ms" in values and values["debounce_in_ms"] < 0:
-        bad("debounce_in_ms", "debounce_in_ms cannot be negative")
-    if "keep_in_memory" in values and values["keep_in_memory"] < -1:
-        bad("keep_in_memory", "keep_in_memory must be -1 (unlimited) or >= 0")
-    if "on_retrigger" in values and values["on_retrigger"] not in ON_RETRIGGER:
-        bad("on_retrigger", "on_retrigger must be 'cancel_and_restart' or 'ignore'")
-    if "debounce_mode" in values and values["debounce_mode"] not in DEBOUNCE_MODES:
-        bad("debounce_mode", "debounce_mode must be 'start' or 'completion'")
-    for key in ("name", "command"):
-        if key in values and not values[key].strip():
-            bad(key, f"'{key}' cannot be empty")
-    return out
+def _value_problems(values: Mapping[str, Any], prefix: KeyPath,
+                    rules: Iterable[Rule]) -> list[PathProblem]:
+    """One ``invalid-value`` problem per rule that ``values`` (type-checked) break."""
+    return [PathProblem((*prefix, rule.key), "value", Severity.ERROR, "invalid-value",
+                        rule.message)
+            for rule in violated_rules(values, rules)]
 
 
 def _validate_command(
@@ -314,7 +322,7 @@ def _validate_command(
         if required not in table:
             problems.append(PathProblem(("command", index), "key", Severity.ERROR, "missing-key",
                                         f"[[command]] is missing required key '{required}'"))
-    value_problems = _value_problems(good, ("command", index))
+    value_problems = _value_problems(good, ("command", index), COMMAND_RULES)
     problems.extend(value_problems)
     if any(p.severity == Severity.ERROR for p in problems):
         return None, problems
@@ -395,34 +403,6 @@ def parse_text(text: str, name: str, base_dir: Path | None, span_of: Any = None)
         name, deep, Severity.ERROR, "too-deep",
         f"value nested too deeply (more than {MAX_NESTING} levels of arrays and inline "
         "tables)"))
-
-
-def load_configs(paths: Sequence[ConfigSource]) -> RunnerConfig:
-    """Load and merge several config files (cmdorc's merge rules).
-
-    Variables and output storage merge last-in-wins with a warning; a command name defined
-    twice is a :class:`ConfigValidationError`. Errors carry positions (``exc.problems``).
-    """
-    from .checks import check_files
-
-    files = [read_source(p) for p in paths]
-    if not files:
-        raise ConfigValidationError("No config files given")
-    report = check_files(files)
-    errors = [p for p in report.problems if p.severity == Severity.ERROR]
-    for p in report.problems:
-        if p.code == "variable-override":
-            logger.warning("%s", p.message)
-    if errors or report.config is None:
-        raise ConfigValidationError(
-            "Invalid configuration:\n" + "\n".join(p.format() for p in errors), errors
-        )
-    return report.config
-
-
-def load_config(path: ConfigSource) -> RunnerConfig:
-    """Load one config file."""
-    return load_configs([path])
 
 
 def find_config_files(directory: str | os.PathLike[str]) -> list[Path]:

@@ -15,7 +15,9 @@ import datetime as dt
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from .runs import RunSnapshot
 
 logger = logging.getLogger("sidecar.events")
 
@@ -36,23 +38,19 @@ class TriggerEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class RunEvent:
-    """A run changed state (from ``previous``; None for a new run)."""
+class RunEvent(RunSnapshot):
+    """A run changed state (from ``previous``; None for a new run): the run's
+    :class:`~sidecar.core.runs.RunSnapshot` at that moment, plus ``previous``."""
 
-    run_id: str
-    command: str
-    state: str
-    previous: str | None
-    exit_code: int | None
-    start_time: dt.datetime | None
-    end_time: dt.datetime | None
-    duration_secs: float | None
-    trigger_event: str | None
-    trigger_chain: tuple[str, ...]
-    comment: str
-    error: str | None
-    resolved_command: str | None
-    output_file: str | None
+    previous: str | None = None
+
+    @classmethod
+    def of(cls, snapshot: RunSnapshot, previous: str | None = None) -> RunEvent:
+        return cls(**{name: getattr(snapshot, name) for name in _SNAPSHOT_FIELDS},
+                   previous=previous)
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in fields(RunSnapshot))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,11 @@ API and semantics follow cmdorc (see README "Python API"); the additions are the
 (:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
 (runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`, and
 :meth:`read_output`.
+
+Processes and stored runs are reached through the ports of :mod:`.ports` (``executor=``,
+``store=``). Without them the orchestrator uses the local adapters of :mod:`sidecar.adapters`,
+imported lazily by :func:`_local_executor` / :func:`_output_files_store`: this module never
+imports ``sidecar.adapters`` at module level.
 """
 
 from __future__ import annotations
@@ -32,9 +37,8 @@ from .errors import (
 )
 from .events import Event, EventBus, Listener, OutputEvent, RunEvent, Subscription, TriggerEvent
 from .output import OutputCapture
-from .process import DEFAULT_GRACE, Process
+from .ports import DEFAULT_GRACE, Execution, Executor, RunStore
 from .runs import CommandStatus, ResolvedCommand, RunHandle, RunResult, RunState, TriggerResult
-from .store import OutputStore
 from .templates import Resolver, needs_shell
 from .triggers import TriggerContext, TriggerIndex, matches
 
@@ -74,15 +78,17 @@ class _Command:
 
 
 class _Run:
-    """A live run: its record, process and the context its auto-events extend."""
+    """A live run: its command's entry, record, process and the context its auto-events
+    extend."""
 
-    __slots__ = ("result", "context", "process", "task", "cancel_comment", "stopping",
+    __slots__ = ("entry", "result", "context", "process", "task", "cancel_comment", "stopping",
                  "timed_out", "seq")
 
-    def __init__(self, result: RunResult, context: TriggerContext) -> None:
+    def __init__(self, entry: _Command, result: RunResult, context: TriggerContext) -> None:
+        self.entry = entry
         self.result = result
         self.context = context
-        self.process: Process | None = None
+        self.process: Execution | None = None
         self.task: asyncio.Task[None] | None = None
         self.cancel_comment: str | None = None
         self.stopping: asyncio.Future[Any] | None = None
@@ -95,6 +101,12 @@ class CommandOrchestrator:
 
     ``config`` is a :class:`RunnerConfig` (from :func:`load_config`) or a list of
     :class:`CommandConfig`. ``vars`` are extra global (config-authored) variables.
+    ``grace_secs`` is the SIGTERM → SIGKILL delay when a run is stopped. ``executor`` starts
+    runs' processes (default: :class:`~sidecar.adapters.local_process.LocalExecutor`);
+    ``store`` keeps finished runs (default: an
+    :class:`~sidecar.adapters.output_files.OutputFilesStore` of ``config.output_storage``; an
+    injected store is used as it is configured, and :meth:`reload_config` passes it the new
+    ``[output_storage]`` settings).
     """
 
     def __init__(
@@ -103,15 +115,19 @@ class CommandOrchestrator:
         vars: Mapping[str, str] | None = None,
         *,
         grace_secs: float = DEFAULT_GRACE,
+        executor: Executor | None = None,
+        store: RunStore | None = None,
     ) -> None:
         if not isinstance(config, RunnerConfig):
             config = RunnerConfig(commands=list(config))
         self.config = config
         self._vars: dict[str, str] = {**config.vars, **(vars or {})}
-        self._store = OutputStore(config.output_storage)
+        self._executor = executor if executor is not None else _local_executor()
+        self._store = store if store is not None else _output_files_store(config.output_storage)
         self._grace = grace_secs
         self._commands: dict[str, _Command] = {}
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, _Run] = {}  # active runs: not final yet
+        self._live: dict[str, _Run] = {}  # runs whose process may still run (final or not)
         self._by_id: dict[str, RunResult] = {}
         self._bus = EventBus()
         self._exact_callbacks: dict[str, list[EventCallback]] = {}
@@ -192,7 +208,7 @@ class CommandOrchestrator:
         extra = {k: v for k, v in self._vars.items() if k not in self.config.vars}
         self.config = config
         self._vars = {**config.vars, **extra}
-        self._store = OutputStore(config.output_storage)
+        self._store.configure(config.output_storage)
         self._resolved_cache.clear()
 
     def list_commands(self) -> list[str]:
@@ -248,7 +264,7 @@ class CommandOrchestrator:
             await asyncio.wait([asyncio.ensure_future(h.wait()) for h in started],
                                timeout=timeout)
         self._is_shutdown = True
-        active = list(self._runs.values())
+        active = list(self._live.values())
         cancelled = 0
         if cancel_running:
             cancelled = await self.cancel_all("orchestrator shutdown")
@@ -258,7 +274,7 @@ class CommandOrchestrator:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 timeout_expired = True
-                for run in list(self._runs.values()):
+                for run in list(self._live.values()):
                     if run.process is not None:
                         run.process.kill_now()
         if self._tasks:
@@ -501,47 +517,55 @@ class CommandOrchestrator:
         if self._store.enabled(cfg):
             result.output_file, result.metadata_file = self._store.paths(cfg, result.run_id)
         result.capture = OutputCapture(result.output_file)
-        run = _Run(result, TriggerContext(set(context.seen), list(context.history),
-                                          dict(context.vars)))
-        result.on_change = self._on_state_change
+        run = _Run(entry, result, TriggerContext(set(context.seen), list(context.history),
+                                                 dict(context.vars)))
+        result.on_change = self._on_transition
         entry.active.append(result)
         self._runs[result.run_id] = run
+        self._live[result.run_id] = run
         self._by_id[result.run_id] = result
         self._publish_run(result, None)
 
-        def on_output(data: bytes, run: _Run = run) -> None:
+        def on_start(execution: Execution, run: _Run = run) -> None:
+            # The one place a run becomes running: its process exists, no output is read yet.
+            run.process = execution
             if run.result.state is RunState.PENDING:
                 run.result.transition(RunState.RUNNING)
+
+        def on_output(data: bytes, run: _Run = run) -> None:
             self._record_output(run, data)
 
         try:
-            run.process = await Process.start(
+            run.process = await self._executor.start(
                 resolved.argv, resolved.script or resolved.command, cwd=resolved.cwd,
                 env=resolved.env if cfg.env or resolved.script else None,
-                on_output=on_output)
+                on_output=on_output, on_start=on_start)
         except OSError as exc:
             msg = _spawn_error(resolved, exc)
             self._record_output(run, msg.encode() + b"\n")
-            self._finalize(entry, run, RunState.FAILED, error=msg, exit_code=127)
+            self._end(run, RunState.FAILED, error=msg, exit_code=127)
+            self._live.pop(result.run_id, None)
             task = asyncio.get_running_loop().create_task(self._emit_final(run))
         except BaseException:
             # The caller was cancelled mid-spawn (asyncio kills a half-started child): the
             # run must still end, or it would hold its concurrency slot forever.
-            self._finalize(entry, run, RunState.CANCELLED, comment="start interrupted")
+            self._end(run, RunState.CANCELLED, comment="start interrupted")
+            self._live.pop(result.run_id, None)
             self._spawn(self._emit_final(run))
             raise
         else:
-            if result.state is RunState.PENDING:
-                result.transition(RunState.RUNNING)
-            if run.cancel_comment is not None:  # cancelled while it was being spawned
+            if run.stopping is None and (run.cancel_comment is not None or result.is_finalized):
+                # Cancelled, or marked final (mark_*), while it was being spawned.
                 run.stopping = self._spawn(run.process.terminate(self._grace))
-            task = asyncio.get_running_loop().create_task(self._supervise(entry, run))
+            task = asyncio.get_running_loop().create_task(self._supervise(run))
         run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return RunHandle(result)
 
     def _record_output(self, run: _Run, data: bytes) -> None:
+        if run.result.is_finalized:
+            return  # marked final (mark_*) while its process still writes: output is closed
         capture = run.result.capture
         assert capture is not None
         offset = capture.size
@@ -551,7 +575,7 @@ class CommandOrchestrator:
                                           offset, len(data), capture.decode(data)))
             run.seq += 1
 
-    async def _supervise(self, entry: _Command, run: _Run) -> None:
+    async def _supervise(self, run: _Run) -> None:
         result = run.result
         handle = RunHandle(result)
         await asyncio.sleep(0)  # let run_command's caller see the handle first
@@ -568,17 +592,18 @@ class CommandOrchestrator:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._live.pop(result.run_id, None)
         if run.timed_out:
-            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
-                           error=f"Command timed out after {timeout} seconds")
+            self._end(run, RunState.FAILED, exit_code=rc,
+                      error=f"Command timed out after {timeout} seconds")
         elif run.cancel_comment is not None:
-            self._finalize(entry, run, RunState.CANCELLED, comment=run.cancel_comment,
-                           exit_code=rc)
+            self._end(run, RunState.CANCELLED, comment=run.cancel_comment, exit_code=rc)
         elif rc == 0:
-            self._finalize(entry, run, RunState.SUCCESS, exit_code=0)
+            self._end(run, RunState.SUCCESS, exit_code=0)
         else:
-            self._finalize(entry, run, RunState.FAILED, exit_code=rc,
-                           error=f"Command exited with code {rc}")
+            self._end(run, RunState.FAILED, exit_code=rc, error=f"Command exited with code {rc}")
+        # Once per run, whoever ended it (also a mark_* from outside: then its process has
+        # just been stopped).
         await self._emit_final(run)
 
     def _auto_context(self, run: _Run) -> TriggerContext | None:
@@ -607,10 +632,30 @@ class CommandOrchestrator:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _finalize(self, entry: _Command, run: _Run, state: RunState, *,
-                  comment: str | None = None, error: str | None = None,
-                  exit_code: int | None = None) -> None:
-        result = run.result
+    def _end(self, run: _Run, state: RunState, *, comment: str | None = None,
+             error: str | None = None, exit_code: int | None = None) -> None:
+        """End a run the orchestrator saw end, unless something already made it final
+        (cmdorc's ``mark_*``): the transition does the rest (:meth:`_on_transition`)."""
+        if not run.result.is_finalized:
+            run.result.transition(state, comment=comment, error=error, exit_code=exit_code)
+
+    def _on_transition(self, result: RunResult, previous: RunState) -> None:
+        """``on_change`` of every run started here: called by :meth:`RunResult.transition`,
+        the one place states change, whoever calls it (the orchestrator or ``mark_*``).
+
+        A final state is booked first (:meth:`_book_final`), so that whoever sees the
+        RunEvent announcing it finds status, history and output already up to date.
+        """
+        run = self._runs.get(result.run_id)
+        if run is not None and run.result is result and result.state.is_final:
+            self._book_final(run)
+        self._publish_run(result, previous)
+
+    def _book_final(self, run: _Run) -> None:
+        """A run just became final: close its output, free its concurrency slot, record it
+        (history, latest, stored metadata), and stop its process if it still runs (it was
+        marked final from outside). Its final auto-event is emitted by its task."""
+        result, entry = run.result, run.entry
         capture = result.capture
         if capture is not None:
             try:
@@ -627,7 +672,6 @@ class CommandOrchestrator:
         if result in entry.active:
             entry.active.remove(result)
         self._runs.pop(result.run_id, None)
-        result.transition(state, comment=comment, error=error, exit_code=exit_code)
         if len(entry.history) == entry.history.maxlen and entry.history:
             evicted = entry.history[0]
             self._by_id.pop(evicted.run_id, None)
@@ -643,23 +687,14 @@ class CommandOrchestrator:
             except OSError as exc:
                 result.output_write_error = str(exc)
                 logger.warning("could not write output files for %s: %s", result.run_id, exc)
-
-    def _on_state_change(self, result: RunResult, previous: RunState) -> None:
-        self._publish_run(result, previous)
+        if (run.process is not None and result.run_id in self._live
+                and run.stopping is None):
+            run.stopping = self._spawn(run.process.terminate(self._grace))
 
     def _publish_run(self, result: RunResult, previous: RunState | None) -> None:
-        if not self._bus.has_subscribers:
-            return
-        rc = result.resolved_command
-        self._bus.publish(RunEvent(
-            run_id=result.run_id, command=result.command_name, state=result.state.value,
-            previous=previous.value if previous else None, exit_code=result.exit_code,
-            start_time=result.start_time, end_time=result.end_time,
-            duration_secs=result.duration_secs if result.is_finalized else None,
-            trigger_event=result.trigger_event, trigger_chain=tuple(result.trigger_chain),
-            comment=result.comment, error=str(result.error) if result.error is not None else None,
-            resolved_command=rc.command if rc else None,
-            output_file=str(result.output_file) if result.output_file else None))
+        if self._bus.has_subscribers:
+            self._bus.publish(RunEvent.of(result.snapshot(),
+                                          previous.value if previous else None))
 
     # ------------------------------------------------------------------ cancelling
     async def cancel_run(self, run_id: str, comment: str | None = None) -> bool:
@@ -761,6 +796,21 @@ class CommandOrchestrator:
         if result is None or result.capture is None:
             return ""
         return result.capture.tail(max_bytes)
+
+
+def _local_executor() -> Executor:
+    """The default executor. Imported here, not at module level: the core does not depend on
+    :mod:`sidecar.adapters` (see :mod:`.ports`)."""
+    from sidecar.adapters.local_process import LocalExecutor
+
+    return LocalExecutor()
+
+
+def _output_files_store(settings: OutputStorageConfig) -> RunStore:
+    """The default run store (imported lazily, like :func:`_local_executor`)."""
+    from sidecar.adapters.output_files import OutputFilesStore
+
+    return OutputFilesStore(settings)
 
 
 def _split(command: str) -> list[str] | None:

@@ -11,6 +11,11 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+#: Where a key or value is in a parsed TOML document: table keys and array indexes from the
+#: root, e.g. ``("command", 2, "triggers", 1)``. Validation reports problems by key path;
+#: :class:`sidecar.core.tomlspans.SpanIndex` turns them into spans.
+KeyPath = tuple[str | int, ...]
+
 
 class Severity(enum.IntEnum):
     """Same numbering as LSP's DiagnosticSeverity."""

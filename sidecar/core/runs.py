@@ -1,7 +1,10 @@
 """Runs: the state machine, the result record and the handle callers hold.
 
 A run's state changes only in :meth:`RunResult.transition`, which checks the move against
-:data:`TRANSITIONS` and calls the orchestrator's hook that publishes the ``RunUpdate`` event.
+:data:`TRANSITIONS` and calls the owner's hook (the orchestrator's bookkeeping, which then
+publishes the run's :class:`~sidecar.core.events.RunEvent`). :meth:`RunResult.snapshot` is the one
+place a run becomes flat data (:class:`RunSnapshot`): events, ``to_dict`` and the stored metadata
+derive from it.
 The state strings (``pending``, ``running``, ``success``, ``failed``, ``cancelled``) are the
 wire values too (protocol.md, the VS Code and Neovim clients).
 """
@@ -96,6 +99,32 @@ class CommandStatus:
     last_run: RunResult | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """A run at one moment, as flat serializable data (built by :meth:`RunResult.snapshot`).
+
+    ``duration_secs`` is None until the run is final. ``output_size`` is the number of output
+    bytes so far. ``resolved_command`` and ``cwd`` come from the run's
+    :class:`ResolvedCommand`.
+    """
+
+    run_id: str
+    command: str
+    state: str
+    exit_code: int | None
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    duration_secs: float | None
+    trigger_event: str | None
+    trigger_chain: tuple[str, ...]
+    comment: str
+    error: str | None
+    resolved_command: str | None
+    cwd: str | None
+    output_file: str | None
+    output_size: int
+
+
 def new_run_id() -> str:
     return str(uuid.uuid4())
 
@@ -178,6 +207,8 @@ class RunResult:
             self._done.set()
 
     # -- cmdorc's mark_* API -------------------------------------------------------------------
+    # On a run an orchestrator owns, a final mark ends the run as if it had ended by itself
+    # (slot freed, history, metadata, command_*:X auto-event) and stops its process.
     def mark_running(self, comment: str | None = None) -> None:
         self.transition(RunState.RUNNING, comment=comment)
 
@@ -247,25 +278,61 @@ class RunResult:
                 self._done.set()
         return self._done
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def output_size(self) -> int:
+        """Bytes of output so far: the live capture's size, else the output file's size (a run
+        reloaded from history), else the in-memory output's."""
+        if self.capture is not None:
+            return self.capture.size
+        if not self._output_text and self.output_file is not None and self.is_finalized:
+            try:
+                return self.output_file.stat().st_size
+            except OSError:
+                return 0
+        return len(self._output_text.encode())
+
+    def snapshot(self) -> RunSnapshot:
+        """The run now, as flat data: the one place a run is flattened."""
         rc = self.resolved_command
+        return RunSnapshot(
+            run_id=self.run_id,
+            command=self.command_name,
+            state=self.state.value,
+            exit_code=self.exit_code,
+            start_time=self.start_time,
+            end_time=self.end_time,
+            duration_secs=self.duration_secs if self.is_finalized else None,
+            trigger_event=self.trigger_event,
+            trigger_chain=tuple(self.trigger_chain),
+            comment=self.comment,
+            error=str(self.error) if self.error is not None else None,
+            resolved_command=rc.command if rc else None,
+            cwd=rc.cwd if rc else None,
+            output_file=str(self.output_file) if self.output_file else None,
+            output_size=self.output_size,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """cmdorc's dict of a run (from :meth:`snapshot`; ``duration_secs`` is also set while
+        the run is running, as in cmdorc)."""
+        s = self.snapshot()
         return {
-            "command_name": self.command_name,
-            "run_id": self.run_id,
-            "state": self.state.value,
+            "command_name": s.command,
+            "run_id": s.run_id,
+            "state": s.state,
             "success": self.success,
-            "exit_code": self.exit_code,
-            "error": str(self.error) if self.error is not None else None,
-            "comment": self.comment,
-            "trigger_event": self.trigger_event,
-            "trigger_chain": list(self.trigger_chain),
-            "start_time": self.start_time.isoformat() if self.start_time else None,
-            "end_time": self.end_time.isoformat() if self.end_time else None,
+            "exit_code": s.exit_code,
+            "error": s.error,
+            "comment": s.comment,
+            "trigger_event": s.trigger_event,
+            "trigger_chain": list(s.trigger_chain),
+            "start_time": s.start_time.isoformat() if s.start_time else None,
+            "end_time": s.end_time.isoformat() if s.end_time else None,
             "duration_secs": self.duration_secs,
             "duration_str": self.duration_str,
-            "resolved_command": rc.command if rc else None,
-            "cwd": rc.cwd if rc else None,
-            "output_file": str(self.output_file) if self.output_file else None,
+            "resolved_command": s.resolved_command,
+            "cwd": s.cwd,
+            "output_file": s.output_file,
             "metadata_file": str(self.metadata_file) if self.metadata_file else None,
         }
 

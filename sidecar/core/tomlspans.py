@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .problems import Span
+from .problems import KeyPath, Span
 
-KeyPath = tuple[str | int, ...]
 Part = Literal["key", "value"]
 
 _POSITION = re.compile(r"\(at line (\d+), column (\d+)\)\s*$")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import psutil
+import pytest
 
 from sidecar import (
     CommandConfig,
@@ -43,6 +45,19 @@ def tree_cmd(mark: str) -> str:
 # Orchestrators made by orch_of in the current test; conftest shuts them down afterwards so
 # no test leaves processes running past its event loop.
 CREATED: list[CommandOrchestrator] = []
+
+
+@pytest.fixture(autouse=True)
+async def shutdown_created_orchestrators():
+    """Shut down every orchestrator a test built with ``orch_of`` (same loop). Autouse in the
+    directories whose conftest imports it (tests/core, tests/adapters)."""
+    CREATED.clear()
+    yield
+    created = list(CREATED)
+    CREATED.clear()
+    for orch in created:
+        if not orch.is_shutdown:
+            await asyncio.wait_for(orch.shutdown(timeout=5), 10)
 
 
 def orch_of(*commands: CommandConfig, storage: OutputStorageConfig | None = None,

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 from sidecar.core.checks import CheckReport, check_files
-from sidecar.core.config import load_configs, read_source
+from sidecar.core.config import read_source
 from sidecar.core.errors import ConfigValidationError
+from sidecar.core.loading import load_configs
 from sidecar.core.problems import Problem, Severity, Span
 
 # The Quick Start config of cmdorc's README, unchanged.

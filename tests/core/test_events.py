@@ -269,3 +269,70 @@ def test_failing_listener_does_not_break_others() -> None:
     event = OutputEvent("r", "c", 0, 0, 1, "x")
     bus.publish(event)
     assert got == [event]
+
+
+def _hold_start_until_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``subprocess_exec`` return only once the child's first output has been read, so
+    output is always there before the executor is done starting the process."""
+    loop = asyncio.get_running_loop()
+    real = loop.subprocess_exec
+
+    async def exec_after_output(factory, *args, **kwargs):
+        got = asyncio.Event()
+
+        def factory_with_signal():
+            protocol = factory()
+            received = protocol.pipe_data_received
+
+            def pipe_data_received(fd: int, data: bytes) -> None:
+                received(fd, data)
+                got.set()
+
+            protocol.pipe_data_received = pipe_data_received
+            return protocol
+
+        transport, protocol = await real(factory_with_signal, *args, **kwargs)
+        await asyncio.wait_for(got.wait(), 10)
+        return transport, protocol
+
+    monkeypatch.setattr(loop, "subprocess_exec", exec_after_output)
+
+
+async def test_running_is_announced_with_its_process_before_early_output(monkeypatch) -> None:
+    _hold_start_until_output(monkeypatch)
+    orch = orch_of(CommandConfig(name="Early", command=py("print('early', flush=True)")))
+    rec = Recorder()
+    at_running: list[tuple[bool, int]] = []
+
+    def listener(event) -> None:
+        rec(event)
+        if isinstance(event, RunEvent) and event.state == "running":
+            run = orch._runs.get(event.run_id)
+            at_running.append((run is not None and run.process is not None,
+                               len(rec.output(event.run_id))))
+
+    orch.add_listener(listener)
+    handle = await orch.run_command("Early")
+    result = await handle.wait(10)
+    assert result.state is RunState.SUCCESS and result.output == "early\n"
+    assert at_running == [(True, 0)]
+    kinds = [e.state if isinstance(e, RunEvent) else "output"
+             for e in rec.events
+             if isinstance(e, (RunEvent, OutputEvent)) and e.run_id == handle.run_id]
+    assert kinds[:3] == ["pending", "running", "output"] and kinds[-1] == "success"
+    assert "".join(e.text for e in rec.output(handle.run_id)) == "early\n"
+
+
+async def test_running_precedes_output_for_every_run() -> None:
+    orch = orch_of(CommandConfig(name="Fast", command="echo fast", max_concurrent=0,
+                                 keep_in_memory=-1))
+    rec = Recorder()
+    orch.add_listener(rec)
+    handles = [await orch.run_command("Fast") for _ in range(20)]
+    for h in handles:
+        assert (await h.wait(10)).output == "fast\n"
+    for h in handles:
+        kinds = [e.state if isinstance(e, RunEvent) else "output"
+                 for e in rec.events
+                 if isinstance(e, (RunEvent, OutputEvent)) and e.run_id == h.run_id]
+        assert kinds == ["pending", "running", "output", "success"], kinds

@@ -1,4 +1,6 @@
-"""Child processes: own process group per run, streamed output, cleanup that cannot be skipped.
+"""The local :class:`~sidecar.core.ports.Executor`: each run a child process of this one.
+
+Own process group per run, streamed output, cleanup that cannot be skipped.
 
 * Each run is started with ``start_new_session=True``: its own session and process group, so
   the whole tree can be signalled at once. stdin is ``/dev/null``; stderr goes to stdout.
@@ -23,7 +25,8 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 
-DEFAULT_GRACE = 3.0
+from sidecar.core.ports import DEFAULT_GRACE
+
 _SHELL = "/bin/sh"
 
 
@@ -168,13 +171,26 @@ def _grow_pipe(transport: asyncio.SubprocessTransport) -> None:
 
 
 class _Protocol(asyncio.SubprocessProtocol):
+    """Output is held until :meth:`release` (output can arrive before ``subprocess_exec``
+    returns; it is delivered only once the process has been announced)."""
+
     def __init__(self, on_output: Callable[[bytes], None]) -> None:
         self.on_output = on_output
+        self._held: list[bytes] | None = []
         self.exited = asyncio.get_running_loop().create_future()
         self.eof = asyncio.get_running_loop().create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.on_output(data)
+        if self._held is not None:
+            self._held.append(data)
+        else:
+            self.on_output(data)
+
+    def release(self) -> None:
+        """Deliver the held output, then everything as it comes."""
+        held, self._held = self._held, None
+        for data in held or ():
+            self.on_output(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1 and not self.eof.done():
@@ -206,8 +222,12 @@ class Process:
         cwd: str | None,
         env: Mapping[str, str] | None,
         on_output: Callable[[bytes], None],
+        on_start: Callable[[Process], None] | None = None,
     ) -> Process:
         """Start ``argv`` directly, or ``command`` under the shell when ``argv`` is None.
+
+        ``on_start(process)`` is called as soon as the process exists, before any output is
+        passed to ``on_output``.
 
         Raises ``OSError`` (e.g. ``FileNotFoundError``) if the program cannot be started.
         """
@@ -224,7 +244,13 @@ class Process:
             start_new_session=True,
         )
         _grow_pipe(transport)
-        return cls(transport, protocol)
+        process = cls(transport, protocol)
+        try:
+            if on_start is not None:
+                on_start(process)
+        finally:
+            protocol.release()
+        return process
 
     @property
     def returncode(self) -> int | None:
@@ -270,3 +296,20 @@ class Process:
             _signal_group(self.pgid, signal.SIGKILL)
             reaper.unregister(self.pgid)
             self._transport.close()
+
+
+class LocalExecutor:
+    """:class:`~sidecar.core.ports.Executor` running each run as a local :class:`Process`."""
+
+    async def start(
+        self,
+        argv: Sequence[str] | None,
+        script: str,
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        on_output: Callable[[bytes], None],
+        on_start: Callable[[Process], None] | None = None,
+    ) -> Process:
+        return await Process.start(argv, script, cwd=cwd, env=env, on_output=on_output,
+                                   on_start=on_start)

@@ -23,7 +23,7 @@ from corehelp import (
 )
 
 from sidecar import CommandConfig, RunState
-from sidecar.core.process import reaper
+from sidecar.adapters.local_process import reaper
 
 pytestmark = pytest.mark.timeout(30)
 

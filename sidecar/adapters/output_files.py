@@ -1,5 +1,7 @@
-"""Output storage on disk: ``{directory}/{command}/{run_id}/metadata.toml`` + ``output{ext}``,
-retention (``keep_history``: 0 off, -1 unlimited, N newest kept) and reloading history."""
+"""The files :class:`~sidecar.core.ports.RunStore`: output storage on disk.
+
+``{directory}/{command}/{run_id}/metadata.toml`` + ``output{ext}``, retention (``keep_history``:
+0 off, -1 unlimited, N newest kept) and reloading history."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .config import CommandConfig, OutputStorageConfig
-from .runs import ResolvedCommand, RunResult, RunState
+from sidecar.core.config import CommandConfig, OutputStorageConfig
+from sidecar.core.runs import ResolvedCommand, RunResult, RunState
 
 logger = logging.getLogger("sidecar.store")
 METADATA = "metadata.toml"
+# Keys of RunResult.to_dict() the top table of metadata.toml leaves out: derived, known from
+# the file's place, or written in [resolved_command].
+_NOT_IN_METADATA_TABLE = ("duration_str", "metadata_file", "resolved_command", "cwd")
 
 
 def _toml_value(value: Any) -> str:
@@ -34,10 +39,13 @@ def _toml_table(values: dict[str, Any]) -> str:
                    if v is not None)
 
 
-class OutputStore:
+class OutputFilesStore:
     """Resolves per-command settings and reads/writes run directories."""
 
     def __init__(self, settings: OutputStorageConfig) -> None:
+        self.configure(settings)
+
+    def configure(self, settings: OutputStorageConfig) -> None:
         self.settings = settings
         self.root = Path(settings.directory)
 
@@ -60,21 +68,10 @@ class OutputStore:
     def write_metadata(self, result: RunResult) -> None:
         assert result.metadata_file is not None
         rc = result.resolved_command
-        top = {
-            "command_name": result.command_name,
-            "run_id": result.run_id,
-            "state": result.state.value,
-            "success": result.success,
-            "exit_code": result.exit_code,
-            "error": str(result.error) if result.error is not None else None,
-            "comment": result.comment,
-            "trigger_event": result.trigger_event,
-            "trigger_chain": result.trigger_chain,
-            "start_time": result.start_time.isoformat() if result.start_time else None,
-            "end_time": result.end_time.isoformat() if result.end_time else None,
-            "duration_secs": result.duration_secs,
-            "output_file": result.output_file.name if result.output_file else None,
-        }
+        top = result.to_dict()
+        for key in _NOT_IN_METADATA_TABLE:
+            del top[key]
+        top["output_file"] = result.output_file.name if result.output_file else None
         text = _toml_table(top)
         if rc is not None:
             text += "\n[resolved_command]\n" + _toml_table({
