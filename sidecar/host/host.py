@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sidecar.adapters import LocalExecutor, OutputFilesStore
 from sidecar.core import CmdorcError, CommandOrchestrator, RunnerConfig
 from sidecar.core.events import Event
 
@@ -138,7 +139,9 @@ class Host:
 
     def _apply(self, config: RunnerConfig) -> None:
         if self.orchestrator is None:
-            orch = CommandOrchestrator(config)
+            # The composition root: the host chooses the adapters behind the core's ports.
+            orch = CommandOrchestrator(config, executor=LocalExecutor(),
+                                       store=OutputFilesStore(config.output_storage))
             self.orchestrator = orch
             self._remove_core_listener = orch.add_listener(self._publish)
             if self._started:
