@@ -314,8 +314,9 @@ class Service:
     def _files(self) -> list[str]:
         return [str(f) for f in self.host.config_files.files]
 
-    #: operation name → (params type, method), for frontends that dispatch by name
     def operations(self) -> dict[str, tuple[type[Any], Callable[[Any], Awaitable[Any]]]]:
+        """Method name (protocol.md) → (params type, operation), for frontends that dispatch
+        by name. ``sidecar/setOutputFilter`` is not here: it acts on a session."""
         return {
             P.M_COMMANDS: (P.NoParams, self.commands),
             P.M_TRIGGER: (P.TriggerParams, self.trigger),

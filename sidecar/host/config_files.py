@@ -26,6 +26,15 @@ def path_key(path: str | os.PathLike[str]) -> str:
     return os.path.normcase(str(resolved))
 
 
+def index_of(files: Sequence[Path], path: str | os.PathLike[str]) -> int | None:
+    """Where ``path`` is in ``files`` (path keys), or None."""
+    key = path_key(path)
+    for i, p in enumerate(files):
+        if str(p) == key:
+            return i
+    return None
+
+
 class ConfigFiles:
     """The configuration files of one workspace root and the last check of them on disk."""
 
@@ -63,17 +72,10 @@ class ConfigFiles:
             else find_config_files(self.root)
         self.files = [Path(path_key(p)) for p in files]
 
-    def index(self, path: str | os.PathLike[str]) -> int | None:
-        key = path_key(path)
-        for i, p in enumerate(self.files):
-            if str(p) == key:
-                return i
-        return None
-
     def is_config_file(self, path: Path) -> bool:
         """True for one of the workspace's config files, or for a config file name in the
         root when none exists yet (it is being created)."""
-        if self.index(path) is not None:
+        if index_of(self.files, path) is not None:
             return True
         if self._explicit is None and not self.files and path.name in CONFIG_FILE_NAMES:
             return path_key(path.parent) == path_key(self.root)

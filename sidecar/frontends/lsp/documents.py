@@ -35,7 +35,7 @@ from pygls.workspace.position_codec import PositionCodec
 from sidecar.core.checks import CheckReport, check_files
 from sidecar.core.config import CONFIG_FILE_NAMES, LoadedFile, parse_text, read_source
 from sidecar.core.problems import Problem, Span
-from sidecar.host.config_files import ConfigFiles, path_key
+from sidecar.host.config_files import ConfigFiles, index_of, path_key
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
@@ -152,17 +152,10 @@ class ConfigWorkspace:
                     break
         self.files = files
 
-    def _index(self, path: str | os.PathLike[str]) -> int | None:
-        key = path_key(path)
-        for i, p in enumerate(self.files):
-            if str(p) == key:
-                return i
-        return None
-
     def is_config_file(self, uri: str) -> bool:
         """True for a URI of one of the workspace's config files."""
         path = uri_to_path(uri)
-        return path is not None and (self._index(path) is not None
+        return path is not None and (index_of(self.files, path) is not None
                                      or self.disk.is_config_file(path))
 
     def uri_for(self, name: str | os.PathLike[str]) -> str:
@@ -174,7 +167,7 @@ class ConfigWorkspace:
         path = uri_to_path(uri)
         if path is None:
             return None
-        index = self._index(path)
+        index = index_of(self.files, path)
         return self.files[index] if index is not None else None
 
     def text_of(self, uri: str) -> str | None:
@@ -201,7 +194,7 @@ class ConfigWorkspace:
         self._open_uri[path_key(path)] = uri
         self.texts[uri] = text
         self._versions[uri] = version
-        if self._index(path) is None:
+        if index_of(self.files, path) is None:
             self._discover()
         self.check_now(uri)
 

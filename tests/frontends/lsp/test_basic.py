@@ -59,6 +59,10 @@ async def test_commands_status_preview_graph(root: Path) -> None:
         graph = await request(client, "sidecar/triggerGraph")
         assert graph["triggers"]["command_success:Lint"] == ["Tests"]
         assert graph["onSave"] == {"src/**/*.py": ["changes_applied"]}
+        assert graph["commands"] == ["Lint", "Tests", "Echo", "Fail"]
+        assert graph["edges"] == [{"source": "Lint", "target": "Tests",
+                                   "event": "command_success:Lint"}]
+        assert graph["external"] == ["changes_applied"]
 
         st = await request(client, "sidecar/status", {"command": "Echo"})
         assert st["commands"][0]["state"] == "never_run"
@@ -380,3 +384,34 @@ async def test_config_save_reloads(root: Path) -> None:
         res = await request(client, "sidecar/commands")
         assert [c["name"] for c in res["commands"]] == ["Y"]
         assert not client.rec.of("sidecar/runUpdate")  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(30)
+async def test_save_request_answers_what_each_path_did(root: Path) -> None:
+    """``sidecar/save`` (what ``sidecar save`` and hooks send): a matching file fires its
+    triggers, the result says what started; a file that matches nothing, the same save again
+    and a config file (reloaded) are each accounted for."""
+    write_config(root, CONFIG)
+    (root / "src").mkdir()
+    f = root / "src" / "a.py"
+    f.write_text("x = 1\n")
+    (root / "notes.txt").write_text("\n")
+    async with start(root) as client:
+        res = await request(client, "sidecar/save", {"paths": ["src/a.py", "notes.txt"]})
+        (fired,) = res["triggered"]
+        assert fired["event"] == "changes_applied"
+        assert [r["command"] for r in fired["started"]] == ["Lint"]
+        assert res["ignored"] == [{"path": "notes.txt", "reason": "no-match",
+                                   "message": "no [on_save] glob matches"}]
+        assert res["reloaded"] is None
+        tests = await client.rec.final_of("Tests")  # type: ignore[attr-defined]
+        assert tests["triggerChain"][0] == "changes_applied"
+        assert tests["state"] == "success"
+
+        again = await request(client, "sidecar/save", {"paths": [str(f)]})
+        assert again["triggered"] == [] and again["ignored"][0]["reason"] == "duplicate"
+        reload = await request(client, "sidecar/save", {"paths": ["sidecar.toml"]})
+        assert reload["reloaded"]["ok"] is True and reload["triggered"] == []
+        with pytest.raises(JsonRpcException) as info:
+            await request(client, "sidecar/save", {"paths": "src/a.py"})
+        assert info.value.code == -32602 and "paths" in info.value.message
