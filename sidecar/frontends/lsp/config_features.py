@@ -1,14 +1,15 @@
 """Editor features for config documents: symbols, code lenses, hover, completion, definition.
 
 Everything here reads the *live* state of the config files (the unsaved text of open
-documents, see :class:`~sidecar.server.workspace_config.ConfigWorkspace`) through a small
+documents, see :class:`~sidecar.frontends.lsp.documents.ConfigWorkspace`) through a small
 model built with :class:`~sidecar.core.tomlspans.SpanIndex`, which keeps what it can index
 even while the TOML is broken mid-edit (so completion works while typing).
 
-Seam: :func:`register(server, workspace, get_orchestrator) <register>` returns a
-:class:`ConfigFeatures`; call its :meth:`~ConfigFeatures.on_run_state_changed` when runs
-change state (it also subscribes itself to the orchestrator it is given), which asks the
-client to refresh code lenses (``workspace/codeLens/refresh``, throttled, only if the client
+Seam: :func:`register(server, workspace, service) <register>` returns a
+:class:`ConfigFeatures`. Code lenses show each command's state from the service layer
+(``sidecar/status``); run state changes on the service's host (and
+:meth:`~ConfigFeatures.on_run_state_changed`, e.g. after a reload) ask the client to refresh
+them (``workspace/codeLens/refresh``, throttled, only if the client
 supports it). The lenses use the client commands ``sidecar.run`` (arguments ``[name]``) and
 ``sidecar.cancel`` (arguments ``[{"command": name}]``), which the server registers.
 """
@@ -18,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 
+from sidecar.app import protocol as P
 from sidecar.app.present import icon, run_label
+from sidecar.app.service import Service
 from sidecar.core.config import COMMAND_KEYS, OUTPUT_STORAGE_KEYS
 from sidecar.core.errors import VariableResolutionError
+from sidecar.core.events import Event, RunEvent
 from sidecar.core.problems import Span
 from sidecar.core.templates import NAME, Resolver
 from sidecar.core.tomlspans import SpanIndex
@@ -49,8 +53,6 @@ from .documents import (
 
 if TYPE_CHECKING:
     from pygls.lsp.server import LanguageServer
-
-    from sidecar.core.orchestrator import CommandOrchestrator
 
 logger = logging.getLogger("sidecar.lsp.features")
 
@@ -342,17 +344,21 @@ class ConfigFeatures:
     """Handlers for config documents, registered by :func:`register`."""
 
     def __init__(self, server: LanguageServer, workspace: ConfigWorkspace,
-                 get_orchestrator: Callable[[], CommandOrchestrator | None]) -> None:
+                 service: Service) -> None:
         self.server = server
         self.workspace = workspace
-        self.get_orchestrator = get_orchestrator
+        self.service = service
         self.refresh_interval = REFRESH_INTERVAL
         self._model: _Model | None = None
         self._model_generation = -1
         self._refresh_handle: asyncio.TimerHandle | None = None
         self._last_refresh = float("-inf")
-        self._watched: CommandOrchestrator | None = None
-        self._unwatch: Callable[[], None] | None = None
+
+        def listener(event: Event) -> None:
+            if isinstance(event, RunEvent) and event.state != "pending":
+                self.on_run_state_changed()
+
+        self.unwatch = service.host.add_listener(listener)
 
     # ---- model ----------------------------------------------------------------------------
 
@@ -452,15 +458,17 @@ class ConfigFeatures:
 
     # ---- code lenses ----------------------------------------------------------------------
 
-    def code_lenses(self, uri: str) -> list[types.CodeLens] | None:
+    async def code_lenses(self, uri: str) -> list[types.CodeLens] | None:
         found = self._document(uri)
         if found is None:
             return None
         model, doc = found
         if doc is None:
             return []
-        orchestrator = self._orchestrator()
-        known = set(orchestrator.list_commands()) if orchestrator is not None else set()
+        try:
+            status = {c.name: c for c in (await self.service.status(P.StatusParams())).commands}
+        except P.SidecarRpcError:  # no valid configuration (yet)
+            status = {}
         out: list[types.CodeLens] = []
         for cmd in model.commands:
             if cmd.doc is not doc or cmd.header is None or cmd.name is None:
@@ -470,57 +478,23 @@ class ConfigFeatures:
                               if cmd.header.line == cmd.header.end_line else doc.line_span(line))
             out.append(types.CodeLens(range=rng, command=types.Command(
                 title="▶ Run", command=RUN_COMMAND, arguments=[cmd.name])))
-            if orchestrator is None or cmd.name not in known:
+            st = status.get(cmd.name)
+            if st is None:
                 continue
-            try:
-                status = orchestrator.get_status(cmd.name)
-                history = orchestrator.get_history(cmd.name, 1)
-            except Exception:  # pragma: no cover - a command removed meanwhile
-                continue
-            if status.state == "running":
+            if st.state == "running":
                 out.append(types.CodeLens(range=rng, command=types.Command(
                     title="■ Cancel", command=CANCEL_COMMAND,
                     arguments=[{"command": cmd.name}])))
-                count = f" ×{status.active_count}" if status.active_count > 1 else ""
+                count = f" ×{st.active_count}" if st.active_count > 1 else ""
                 out.append(types.CodeLens(range=rng, command=types.Command(
                     title=f"⟳ running{count}", command="")))
-            last = history[0] if history else status.last_run
-            if last is not None and last.is_finalized:
+            last = st.last_run
+            if last is not None and last.state in P.FINAL_STATES:
                 out.append(types.CodeLens(range=rng, command=types.Command(
-                    title=f"{icon(last.state.value)} "
-                          f"{run_label(last.state.value, last.exit_code, last.duration_secs)}",
+                    title=f"{icon(last.state)} "
+                          f"{run_label(last.state, last.exit_code, last.duration_secs)}",
                     command="")))
         return out
-
-    def _orchestrator(self) -> CommandOrchestrator | None:
-        try:
-            orchestrator = self.get_orchestrator()
-        except Exception:  # pragma: no cover
-            logger.exception("get_orchestrator failed")
-            return None
-        self._watch(orchestrator)
-        return orchestrator
-
-    def _watch(self, orchestrator: CommandOrchestrator | None) -> None:
-        """Refresh lenses on run state changes of the current orchestrator."""
-        if orchestrator is self._watched:
-            return
-        if self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
-        self._watched = orchestrator
-        if orchestrator is None:
-            return
-        from sidecar.core.events import RunEvent
-
-        def listener(event: object) -> None:
-            if isinstance(event, RunEvent) and event.state != "pending":
-                self.on_run_state_changed()
-
-        try:
-            self._unwatch = orchestrator.add_listener(listener)
-        except Exception:  # pragma: no cover - an orchestrator without listeners
-            logger.exception("cannot listen to orchestrator events")
 
     def _refresh_supported(self) -> bool:
         try:
@@ -885,21 +859,21 @@ def _equals_outside_quotes(text: str) -> int | None:
 
 
 def register(server: LanguageServer, workspace: ConfigWorkspace,
-             get_orchestrator: Callable[[], CommandOrchestrator | None]) -> ConfigFeatures:
+             service: Service) -> ConfigFeatures:
     """Register symbols, code lenses, hover, completion and definition for config files.
 
-    Returns the :class:`ConfigFeatures`; call ``on_run_state_changed()`` on it when runs
-    change state (it also listens to the orchestrator ``get_orchestrator`` returns).
+    Returns the :class:`ConfigFeatures`; it refreshes code lenses when runs of the service's
+    host change state, and on ``on_run_state_changed()``.
     """
-    features = ConfigFeatures(server, workspace, get_orchestrator)
+    features = ConfigFeatures(server, workspace, service)
 
     @server.feature(types.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     def document_symbol(params: types.DocumentSymbolParams) -> list[types.DocumentSymbol] | None:
         return features.document_symbols(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_CODE_LENS)
-    def code_lens(params: types.CodeLensParams) -> list[types.CodeLens] | None:
-        return features.code_lenses(params.text_document.uri)
+    async def code_lens(params: types.CodeLensParams) -> list[types.CodeLens] | None:
+        return await features.code_lenses(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(params: types.HoverParams) -> types.Hover | None:

@@ -122,7 +122,7 @@ class SidecarServer(LanguageServer):
         self.session.configure(opts, progress)
         self.documents = ConfigWorkspace(self, host.config_files)
         register_documents(self, self.documents)
-        register_config_features(self, self.documents, lambda: self.host.orchestrator)
+        register_config_features(self, self.documents, self.service)
 
     def initialized(self) -> None:
         self.host.reload()

@@ -41,6 +41,7 @@ def build_server() -> Any:
     from pygls.lsp.server import LanguageServer
     from pygls.uris import to_fs_path
 
+    from sidecar.app.service import Service
     from sidecar.frontends.lsp import config_features, documents
     from sidecar.host.host import Host
 
@@ -58,7 +59,7 @@ def build_server() -> Any:
         host.configure(root, files or None)
         workspace = documents.ConfigWorkspace(server, host.config_files)
         documents.register(server, workspace)
-        features = config_features.register(server, workspace, lambda: host.orchestrator)
+        features = config_features.register(server, workspace, Service(host))
 
         def reloaded(outcome: Any) -> None:
             workspace.reloaded()
