@@ -42,9 +42,6 @@ from .rpc import LOCAL_ONLY, SidecarProtocol
 
 logger = logging.getLogger("sidecar.lsp")
 
-Handler = Callable[[Any], Awaitable[Any]]
-
-
 class _NoOutbox:
     """Before the transport is open (nothing can be sent yet)."""
 
@@ -72,7 +69,7 @@ class SidecarServer(LanguageServer):
         self._exit_code = 0
         self._received = False  # any message yet (end of input before one is not an error)
         self._shutting_down = False
-        self.host.on_reload(self._reloaded)
+        self._unwatch_reloads = self.host.on_reload(self._reloaded)
 
     # ================================================================= helpers
     def show(self, kind: lsp.MessageType, message: str) -> None:
@@ -166,6 +163,7 @@ class SidecarServer(LanguageServer):
             await self._stop.wait()
         finally:
             await self.shutdown_session()
+            self._unwatch_reloads()
             self.session.close()
             for task in list(self._tasks):
                 task.cancel()
@@ -198,6 +196,13 @@ def _uri_path(uri: str) -> str | None:
     return fs or None
 
 
+def _starts_runs(method: str, params: Any) -> bool:
+    """A request whose response must precede the notifications it causes."""
+    if method == P.M_RUN:
+        return not params.wait
+    return method in (P.M_TRIGGER, P.M_SAVE)
+
+
 def _command_args(args: tuple[Any, ...], first: str) -> dict[str, Any]:
     """``workspace/executeCommand`` arguments: ``[name, vars?]`` or ``[{...params}]``."""
     if len(args) == 1 and isinstance(args[0], dict):
@@ -215,27 +220,23 @@ def create_server(host: Host | None = None, *, owns_host: bool = True) -> Sideca
     server = SidecarServer(host, owns_host=owns_host)
     service, session = server.service, server.session
 
-    def register(method: str, cls: type[Any], call: Callable[[Any], Awaitable[Any]],
-                 hold: Callable[[Any], bool] = lambda p: False) -> Handler:
-        """``method`` → ``call(params)``; with ``hold(params)`` true, notifications the call
-        causes wait for its response."""
+    def register(method: str, cls: type[Any], call: Callable[[Any], Awaitable[Any]]) -> None:
+        """``method`` → ``call(params)``. Notifications caused by a request that starts runs
+        without waiting for them follow its response (protocol.md §10)."""
 
         async def handler(params: Any) -> Any:
             try:
                 p = P.parse_params(cls, params)
-                if hold(p) and server.protocol.msg_id is not None:
+                if _starts_runs(method, p) and server.protocol.msg_id is not None:
                     session.hold(server.protocol.msg_id)
                 return P.to_wire(await call(p))
             except P.SidecarRpcError as exc:
                 raise JsonRpcException(exc.message, exc.code, exc.data) from None
 
         server.feature(method)(handler)
-        return handler
 
     for method, (cls, call) in service.operations().items():
-        hold = {P.M_TRIGGER: lambda p: True, P.M_RUN: lambda p: not p.wait,
-                P.M_SAVE: lambda p: True}.get(method, lambda p: False)
-        register(method, cls, call, hold)
+        register(method, cls, call)
     register(P.M_SET_OUTPUT_FILTER, P.SetOutputFilterParams,
              lambda p: service.set_output_filter(session, p))
 
