@@ -66,29 +66,22 @@ class Session:
                  options: P.InitializationOptions | None = None) -> None:
         self.host = host
         self.outbox = outbox
-        self.options = P.InitializationOptions()
+        self.options = options if options is not None else P.InitializationOptions()
         self.streamer = ChunkStreamer(self._send_chunk, lambda: self.outbox.pending_bytes,
-                                      interval_ms=30, max_bytes=32768, max_pending=4 << 20,
-                                      enabled=True)
+                                      self.options)
         self.progress: ProgressReporter | None = None
         self._gates: dict[Any, _Gate] = {}
         self._held_runs: dict[str, _Gate] = {}
         self._detach: Callable[[], None] | None = host.add_listener(self._on_event)
         self.closed = False
-        if options is not None:
-            self.configure(options)
 
     def configure(self, options: P.InitializationOptions,
                   progress: ProgressReporter | None = None) -> None:
         """Apply the client's options (and its progress reporter, if it shows progress)."""
         self.options = options
-        s = self.streamer
-        s.interval = options.chunk_interval_ms / 1000
-        s.max_bytes = options.chunk_max_bytes
-        s.max_pending = options.max_pending_bytes
-        s.default_enabled = options.output_chunks == "all"
+        self.streamer.configure(options)
         self.progress = progress
-        s.on_line = progress.line if progress is not None else None
+        self.streamer.on_line = progress.line if progress is not None else None
 
     # ------------------------------------------------------------------ sending
     def notify(self, method: str, params: Any, run_id: str | None = None) -> None:

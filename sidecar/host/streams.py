@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sidecar.app.protocol import N_OUTPUT_CHUNK, OutputChunk, to_wire
+from sidecar.app.protocol import N_OUTPUT_CHUNK, InitializationOptions, OutputChunk, to_wire
 from sidecar.core.events import OutputEvent
 
 
@@ -43,14 +43,14 @@ class _Stream:
 
 
 class ChunkStreamer:
-    def __init__(self, notify: Callable[[str, Any], None], pending_bytes: Callable[[], int], *,
-                 interval_ms: int, max_bytes: int, max_pending: int, enabled: bool) -> None:
+    """One client's output chunks. ``options`` are the client's (``chunkIntervalMs``,
+    ``chunkMaxBytes``, ``maxPendingBytes``, ``outputChunks``)."""
+
+    def __init__(self, notify: Callable[[str, Any], None], pending_bytes: Callable[[], int],
+                 options: InitializationOptions) -> None:
         self._notify = notify
         self._pending_bytes = pending_bytes
-        self.interval = interval_ms / 1000
-        self.max_bytes = max_bytes
-        self.max_pending = max_pending
-        self.default_enabled = enabled
+        self.configure(options)
         self._streams: dict[str, _Stream] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._command_filter: dict[str, bool] = {}
@@ -59,6 +59,12 @@ class ChunkStreamer:
         """Total bytes whose text was dropped (for logs/tests)."""
         self.on_line: Callable[[str, str], None] | None = None
         """Called with (run_id, last complete-or-partial output line) per received event."""
+
+    def configure(self, options: InitializationOptions) -> None:
+        self.interval = options.chunk_interval_ms / 1000
+        self.max_bytes = options.chunk_max_bytes
+        self.max_pending = options.max_pending_bytes
+        self.default_enabled = options.output_chunks == "all"
 
     # ---------------------------------------------------------------- filters
     def set_filter(self, enabled: bool, commands: list[str] | None,
