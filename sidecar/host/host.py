@@ -23,14 +23,11 @@ from typing import Any
 
 from sidecar.adapters import LocalExecutor, OutputFilesStore
 from sidecar.core import CmdorcError, CommandOrchestrator, RunnerConfig
-from sidecar.core.events import Event
+from sidecar.core.events import EventBus, Listener
 
 from .config_files import ConfigFiles
 
 logger = logging.getLogger("sidecar.host")
-
-Listener = Callable[[Event], None]
-
 
 @dataclass
 class Reload:
@@ -60,7 +57,7 @@ class Host:
         self.config: RunnerConfig | None = None
         #: why the last reload failed (None after a good one)
         self.config_error: str | None = None
-        self._listeners: list[Listener] = []
+        self._events = EventBus()  # every core event of whichever orchestrator is current
         self._reload_listeners: list[ReloadListener] = []
         self._remove_core_listener: Callable[[], None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -79,21 +76,13 @@ class Host:
     # ------------------------------------------------------------------ listeners
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for every core event; returns a remover."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._events.add_listener(listener)
 
     def on_reload(self, listener: ReloadListener) -> Callable[[], None]:
         """Call ``listener(reload)`` after every reload; returns a remover."""
         self._reload_listeners.append(listener)
         return lambda: (self._reload_listeners.remove(listener)
                         if listener in self._reload_listeners else None)
-
-    def _publish(self, event: Event) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:
-                logger.exception("event listener failed")
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -143,7 +132,7 @@ class Host:
             orch = CommandOrchestrator(config, executor=LocalExecutor(),
                                        store=OutputFilesStore(config.output_storage))
             self.orchestrator = orch
-            self._remove_core_listener = orch.add_listener(self._publish)
+            self._remove_core_listener = orch.add_listener(self._events.publish)
             if self._started:
                 self.spawn(orch.startup())
         else:
