@@ -774,22 +774,17 @@ class CommandOrchestrator:
 
     def read_output(self, run_id: str, offset: int = 0, length: int | None = None) -> bytes:
         """Bytes of a run's output (live or finished, while it is known)."""
-        result = self._by_id.get(run_id)
-        if result is None:
-            raise KeyError(run_id)
-        if result.capture is not None:
-            return result.capture.read(offset, length)
-        data = result.output.encode()
-        end = len(data) if length is None else offset + length
-        return data[offset:end]
+        return self._result(run_id).read_bytes(offset, length)
 
     def output_size(self, run_id: str) -> int:
+        """Bytes of a run's output so far (the same as its snapshot's ``output_size``)."""
+        return self._result(run_id).output_size
+
+    def _result(self, run_id: str) -> RunResult:
         result = self._by_id.get(run_id)
         if result is None:
             raise KeyError(run_id)
-        if result.capture is not None:
-            return result.capture.size
-        return len(result.output.encode())
+        return result
 
     def tail(self, run_id: str, max_bytes: int = 4096) -> str:
         result = self._by_id.get(run_id)

@@ -291,6 +291,22 @@ class RunResult:
                 return 0
         return len(self._output_text.encode())
 
+    def read_bytes(self, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes ``[offset, offset+length)`` of the output, from the same source as
+        :attr:`output_size`: the live capture, else the output file (only that range is read),
+        else the in-memory output."""
+        if self.capture is not None:
+            return self.capture.read(offset, length)
+        if not self._output_text and self.output_file is not None and self.is_finalized:
+            try:
+                with self.output_file.open("rb") as f:
+                    f.seek(offset)
+                    return f.read(-1 if length is None else length)
+            except OSError:
+                return b""
+        data = self._output_text.encode()
+        return data[offset:] if length is None else data[offset:offset + length]
+
     def snapshot(self) -> RunSnapshot:
         """The run now, as flat data: the one place a run is flattened."""
         rc = self.resolved_command

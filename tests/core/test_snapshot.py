@@ -98,3 +98,23 @@ async def test_stored_metadata_and_reloaded_history(tmp_path) -> None:
     assert loaded.capture is None
     assert loaded.snapshot().output_size == 1001 == result.snapshot().output_size
     assert loaded.snapshot().duration_secs == pytest.approx(result.duration_secs)
+
+
+async def test_a_reloaded_run_reads_the_bytes_its_size_counts(tmp_path) -> None:
+    """Output that is not valid UTF-8: a run reloaded from disk reports the file's size, and
+    ``read_output`` returns exactly those bytes (not the text decoded and encoded again, which
+    would be longer and disagree with ``outputSize``)."""
+    raw = b"ok \xff\xfe end\n"
+    storage = OutputStorageConfig(directory=str(tmp_path / "out"), keep_history=-1)
+    cmd = CommandConfig(name="B", cwd=str(tmp_path),
+                        command=py(f"import sys; sys.stdout.buffer.write({raw!r})"))
+    orch = orch_of(cmd, storage=storage)
+    live = await (await orch.run_command("B")).wait(10)
+    assert orch.read_output(live.run_id) == raw
+    again = orch_of(cmd, storage=storage)
+    loaded = again.get_history("B")[0]
+    assert loaded.capture is None
+    assert again.output_size(loaded.run_id) == loaded.snapshot().output_size == len(raw)
+    assert again.read_output(loaded.run_id) == raw
+    assert again.read_output(loaded.run_id, 3, 2) == raw[3:5]
+
