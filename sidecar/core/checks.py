@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import (
     CommandConfig,
+    HostConfig,
     LoadedFile,
     OutputStorageConfig,
     ParsedFile,
@@ -82,6 +83,7 @@ class _Checker:
         self.variables: dict[str, str] = {}
         self.variable_source: dict[str, str] = {}  # variable -> file of the winning value
         self.storage: dict[str, Any] = {}
+        self.host_settings: dict[str, Any] = {}
         self.on_save: dict[str, list[str]] = {}
 
     # ---- positions ------------------------------------------------------------------------
@@ -163,10 +165,11 @@ class _Checker:
             )
 
     def merge(self) -> None:
-        """Last file wins for [variables] and [output_storage] (a warning on each override);
+        """Last file wins for [variables], [output_storage] and [host] (a warning on each override);
         [on_save] triggers accumulate."""
         var_sources: dict[str, str] = {}
         storage_sources: dict[str, str] = {}
+        host_sources: dict[str, str] = {}
         for f, parsed in self.parsed:
             for key, value in parsed.variables.items():
                 self._merge_value(f.name, "variables", key, value, self.variables, var_sources,
@@ -174,6 +177,9 @@ class _Checker:
             for key, value in parsed.output_storage.items():
                 self._merge_value(f.name, "output_storage", key, value, self.storage,
                                   storage_sources, f"output_storage.{key}")
+            for key, value in parsed.host.items():
+                self._merge_value(f.name, "host", key, value, self.host_settings,
+                                  host_sources, f"host.{key}")
             for glob, triggers in parsed.on_save.items():
                 merged = self.on_save.setdefault(glob, [])
                 merged.extend(t for t in triggers if t not in merged)
@@ -362,7 +368,7 @@ class _Checker:
             commands=commands, vars=dict(self.variables),
             output_storage=OutputStorageConfig(**storage),
             on_save={k: list(v) for k, v in self.on_save.items()},
-            base_dir=base_dir, sources=sources,
+            base_dir=base_dir, sources=sources, host=HostConfig(**self.host_settings),
         )
 
 

@@ -42,15 +42,18 @@ OUTPUT_STORAGE_KEYS: dict[str, str] = {
     "keep_history": "integer",
     "output_extension": "string",
 }
+HOST_KEYS: dict[str, str] = {
+    "idle_timeout_secs": "number",
+}
 TOP_LEVEL_KEYS: dict[str, str] = {
     "variables": "table of strings",
     "command": "array of tables",
     "output_storage": "table",
     "on_save": "table",
+    "host": "table",
 }
 ON_RETRIGGER = ("cancel_and_restart", "ignore")
 DEBOUNCE_MODES = ("start", "completion")
-CONFIG_FILE_NAMES = ("sidecar.toml", "cmdorc.toml")
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,6 +91,10 @@ _OUTPUT_EXTENSION = Rule("output_extension", _optional(_extension_ok),
 
 #: The rules of ``[output_storage]`` / :class:`OutputStorageConfig`, in checking order.
 OUTPUT_STORAGE_RULES: tuple[Rule, ...] = (_KEEP_HISTORY, _OUTPUT_EXTENSION)
+#: The rules of ``[host]`` / :class:`HostConfig`.
+HOST_RULES: tuple[Rule, ...] = (
+    Rule("idle_timeout_secs", _optional(lambda v: v > 0), "idle_timeout_secs must be positive"),
+)
 #: The rules of ``[[command]]`` / :class:`CommandConfig`, in checking order.
 COMMAND_RULES: tuple[Rule, ...] = (
     Rule("name", _not_blank, "Command name cannot be empty"),
@@ -160,6 +167,20 @@ class CommandConfig:
 
 
 @dataclass
+class HostConfig:
+    """``[host]``: the workspace's shared host (``sidecar serve``, the CLI and agents attach
+    to it)."""
+
+    idle_timeout_secs: float | None = None
+    """Seconds the host lives on with no client attached and no run active (None: the
+    default, 60; ``SIDECAR_HOST_IDLE_TIMEOUT`` and ``sidecar host start --idle-timeout``
+    win over it)."""
+
+    def __post_init__(self) -> None:
+        _enforce(self, HOST_RULES)
+
+
+@dataclass
 class RunnerConfig:
     """Everything an orchestrator needs: commands, global variables, output storage.
 
@@ -173,6 +194,7 @@ class RunnerConfig:
     output_storage: OutputStorageConfig = field(default_factory=OutputStorageConfig)
     on_save: dict[str, list[str]] = field(default_factory=dict)
     base_dir: Path | None = None
+    host: HostConfig = field(default_factory=HostConfig)
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -203,6 +225,7 @@ class ParsedFile:
     output_storage: dict[str, Any]
     on_save: dict[str, list[str]]
     problems: list[PathProblem]
+    host: dict[str, Any] = field(default_factory=dict)
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -212,6 +235,8 @@ def _type_ok(value: Any, kind: str) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "boolean":
         return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "list of strings":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "table of strings":
@@ -257,18 +282,9 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
             else:
                 problems.append(_wrong_type(("variables", k), "string", v))
 
-    storage: dict[str, Any] = {}
-    raw_storage = data.get("output_storage", {})
-    if isinstance(raw_storage, dict):
-        for k, v in raw_storage.items():
-            path: KeyPath = ("output_storage", k)
-            if k not in OUTPUT_STORAGE_KEYS:
-                problems.append(_unknown_key(path, OUTPUT_STORAGE_KEYS, "[output_storage]"))
-            elif not _type_ok(v, OUTPUT_STORAGE_KEYS[k]):
-                problems.append(_wrong_type(path, OUTPUT_STORAGE_KEYS[k], v))
-            else:
-                storage[k] = v
-        problems.extend(_value_problems(storage, ("output_storage",), OUTPUT_STORAGE_RULES))
+    storage = _settings(data, "output_storage", OUTPUT_STORAGE_KEYS, OUTPUT_STORAGE_RULES,
+                        problems)
+    host = _settings(data, "host", HOST_KEYS, HOST_RULES, problems)
 
     on_save: dict[str, list[str]] = {}
     raw_on_save = data.get("on_save", {})
@@ -294,7 +310,26 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
             if cmd is not None:
                 commands.append(cmd)
                 indexes.append(i)
-    return ParsedFile(name, variables, commands, indexes, storage, on_save, problems)
+    return ParsedFile(name, variables, commands, indexes, storage, on_save, problems, host)
+
+
+def _settings(data: Mapping[str, Any], table: str, keys: Mapping[str, str],
+              rules: Iterable[Rule], problems: list[PathProblem]) -> dict[str, Any]:
+    """The valid keys of a settings table such as ``[output_storage]``; problems for the
+    others."""
+    settings: dict[str, Any] = {}
+    raw = data.get(table, {})
+    if isinstance(raw, dict):
+        for k, v in raw.items():
+            path: KeyPath = (table, k)
+            if k not in keys:
+                problems.append(_unknown_key(path, keys, f"[{table}]"))
+            elif not _type_ok(v, keys[k]):
+                problems.append(_wrong_type(path, keys[k], v))
+            else:
+                settings[k] = v
+        problems.extend(_value_problems(settings, (table,), rules))
+    return settings
 
 
 def _value_problems(values: Mapping[str, Any], prefix: KeyPath,
@@ -403,12 +438,3 @@ def parse_text(text: str, name: str, base_dir: Path | None, span_of: Any = None)
         name, deep, Severity.ERROR, "too-deep",
         f"value nested too deeply (more than {MAX_NESTING} levels of arrays and inline "
         "tables)"))
-
-
-def find_config_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """``sidecar.toml`` or else ``cmdorc.toml`` in ``directory`` (empty list if neither)."""
-    for name in CONFIG_FILE_NAMES:
-        candidate = Path(directory) / name
-        if candidate.is_file():
-            return [candidate]
-    return []

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sidecar.core.checks import CheckReport, check_files
-from sidecar.core.config import CONFIG_FILE_NAMES, LoadedFile, find_config_files, read_source
+from sidecar.core.config import LoadedFile, read_source
 from sidecar.core.problems import Problem, Severity
+from sidecar.core.workspace import CONFIG_FILE_NAMES, find_config_files
 
 
 def path_key(path: str | os.PathLike[str]) -> str:
@@ -97,6 +98,22 @@ class ConfigFiles:
         self.loaded = self.load()
         self.report = check_files(self.loaded) if self.loaded else CheckReport(None)
         return self.report
+
+    def changed_on_disk(self) -> bool:
+        """Whether the files on disk differ from what the last :meth:`reload` read (another
+        file set, or other text)."""
+        before = [Path(f.name) for f in self.loaded]
+        self.discover()
+        if [path_key(p) for p in before] != [str(p) for p in self.files]:
+            return True
+        for loaded in self.loaded:
+            try:
+                with open(loaded.name, encoding="utf-8", errors="surrogateescape") as f:
+                    if f.read() != loaded.text:
+                        return True
+            except OSError:
+                return True
+        return False
 
     def errors(self) -> list[Problem]:
         """The errors of the last :meth:`reload`."""

@@ -14,18 +14,22 @@ The operations themselves are in :class:`sidecar.app.service.Service`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.adapters import LocalExecutor, OutputFilesStore
 from sidecar.core import CmdorcError, CommandOrchestrator, RunnerConfig
 from sidecar.core.events import EventBus, Listener
 
 from .config_files import ConfigFiles
+
+if TYPE_CHECKING:
+    from .session import Session
 
 logger = logging.getLogger("sidecar.host")
 
@@ -66,6 +70,13 @@ class Host:
         #: path → mtime of the last save that fired triggers (one save reported twice fires
         #: once: an editor's didSave and a file watcher, or a hook and an editor)
         self.saves: dict[str, int | None] = {}
+        #: what the last :meth:`reload` did (None before the first)
+        self.last_reload: Reload | None = None
+        #: the sessions attached now (one per client connection)
+        self.sessions: set[Session] = set()
+        #: where clients connect (None: a standalone host serving one stdio client)
+        self.socket_path: str | None = None
+        self.started_at = dt.datetime.now().astimezone()
 
     def configure(self, root: str | os.PathLike[str],
                   config_files: Sequence[str | os.PathLike[str]] | None) -> None:
@@ -83,6 +94,23 @@ class Host:
         self._reload_listeners.append(listener)
         return lambda: (self._reload_listeners.remove(listener)
                         if listener in self._reload_listeners else None)
+
+    # ------------------------------------------------------------------ sessions
+    def attach(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def detach(self, session: Session) -> None:
+        self.sessions.discard(session)
+
+    def active_runs(self) -> list[Any]:
+        """Handles of every run not final yet."""
+        orch = self.orchestrator
+        return orch.get_all_active_handles() if orch is not None else []
+
+    @property
+    def idle(self) -> bool:
+        """No session attached, no run active and no task of the host's own running."""
+        return not self.sessions and not self._tasks and not self.active_runs()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -119,6 +147,7 @@ class Host:
             outcome = Reload(True, files=[str(p) for p in files.files])
             logger.info("config loaded: %d command(s) from %s", len(config.commands),
                         ", ".join(outcome.files))
+        self.last_reload = outcome
         for listener in list(self._reload_listeners):
             try:
                 listener(outcome)

@@ -74,6 +74,11 @@ class Session:
         self._held_runs: dict[str, _Gate] = {}
         self._detach: Callable[[], None] | None = host.add_listener(self._on_event)
         self.closed = False
+        #: the client's name (``clientInfo.name``; ``cli``, ``hook``, ``mcp`` …)
+        self.client_name: str | None = None
+        #: set by the frontend: ends this client's connection (see :meth:`end`)
+        self.on_end: Callable[[], None] | None = None
+        host.attach(self)
 
     def configure(self, options: P.InitializationOptions,
                   progress: ProgressReporter | None = None) -> None:
@@ -145,6 +150,11 @@ class Session:
             self.notify(P.N_EVENT, P.to_wire(P.EventNotification.of(ev)), ev.run_id)
 
     # ------------------------------------------------------------------ end
+    def end(self) -> None:
+        """Ask the frontend to end this client's connection (the host is stopping)."""
+        if self.on_end is not None and not self.closed:
+            self.on_end()
+
     def close(self) -> None:
         """Send what is held, stop streaming and detach from the host (which goes on)."""
         if self._detach is not None:
@@ -154,4 +164,6 @@ class Session:
         for gate in list(self._gates.values()):
             self._release(gate)
         self._gates.clear()
-        self.closed = True
+        if not self.closed:
+            self.closed = True
+            self.host.detach(self)

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import selectors
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO
+
+from .framing import FrameParser, frame
 
 logger = logging.getLogger("sidecar.transport")
 
@@ -119,8 +121,10 @@ class FrameReader:
     """Reads ``Content-Length`` framed bodies in a daemon thread."""
 
     def __init__(self, stream: BinaryIO, loop: asyncio.AbstractEventLoop,
-                 on_body: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+                 on_body: Callable[[bytes], None], on_eof: Callable[[], None],
+                 initial: bytes = b"") -> None:
         self._stream = stream
+        self._initial = initial
         self._loop = loop
         self._on_body = on_body
         self._on_eof = on_eof
@@ -138,6 +142,7 @@ class FrameReader:
 
     def _run(self) -> None:
         parser = FrameParser(lambda body: None if self._post(self._on_body, body) else None)
+        parser.feed(self._initial)
         read: Callable[[int], bytes]
         try:
             # The raw fd, not the buffered object: a daemon thread blocked inside it would
@@ -155,51 +160,18 @@ class FrameReader:
             self._post(self._on_eof)
 
 
-class FrameParser:
-    """Incremental ``Content-Length`` frame parser: feed bytes, get message bodies."""
-
-    def __init__(self, on_body: Callable[[bytes], None]) -> None:
-        self._buf = bytearray()
-        self._length = -1
-        self._on_body = on_body
-
-    def feed(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        while True:
-            if self._length < 0:
-                end = buf.find(b"\r\n\r\n")
-                sep = 4
-                if end < 0:
-                    end = buf.find(b"\n\n")
-                    sep = 2
-                    if end < 0:
-                        return
-                length = -1
-                for line in bytes(buf[:end]).splitlines():
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        try:
-                            length = int(value.strip())
-                        except ValueError:
-                            length = -1
-                del buf[: end + sep]
-                if length < 0:
-                    logger.warning("dropping a message without a valid Content-Length")
-                    continue
-                self._length = length
-            if len(buf) < self._length:
-                return
-            body = bytes(buf[: self._length])
-            del buf[: self._length]
-            self._length = -1
-            self._on_body(body)
-
-
 class _ReadProtocol(asyncio.Protocol):
-    def __init__(self, on_body: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+    def __init__(self, on_body: Callable[[bytes], None], on_eof: Callable[[], None],
+                 initial: bytes = b"") -> None:
         self._parser = FrameParser(on_body)
         self._on_eof = on_eof
+        self._initial = initial
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Before the pipe is read: what a relay already read comes first.
+        initial, self._initial = self._initial, b""
+        if initial:
+            self._parser.feed(initial)
 
     def data_received(self, data: bytes) -> None:
         self._parser.feed(data)
@@ -357,39 +329,124 @@ def _pollable(stream: BinaryIO, events: int) -> bool:
     return True
 
 
-async def open_stdio(
-    stdin: BinaryIO, stdout: BinaryIO, on_body: Callable[[bytes], None],
-    on_eof: Callable[[], None], on_broken: Callable[[], None],
-) -> Writer:
-    """Start reading framed messages from ``stdin``; return a writer for ``stdout``."""
-    loop = asyncio.get_running_loop()
-    writer: Writer
-    _grow_pipe(stdout)
-    try:
-        if not _pollable(stdout, selectors.EVENT_WRITE):
-            raise ValueError("stdout cannot be polled")
-        transport, wproto = await loop.connect_write_pipe(lambda: _WriteProtocol(on_broken),
-                                                          stdout)
-        writer = TransportWriter(transport, wproto)
-    except (ValueError, OSError, AttributeError):
-        writer = ThreadWriterAdapter(QueueWriter(stdout, on_broken=on_broken))
-    try:
-        if not _pollable(stdin, selectors.EVENT_READ):
-            raise ValueError("stdin cannot be polled")
-        await loop.connect_read_pipe(lambda: _ReadProtocol(on_body, on_eof), stdin)
-    except (ValueError, OSError, AttributeError):
-        FrameReader(stdin, loop, on_body, on_eof).start()
-    return writer
+class StdioConnection:
+    """A client on a pair of byte streams: the server's own stdin/stdout, or the ones a
+    ``sidecar serve`` relay handed to the host (then ``initial`` holds what the relay already
+    read of the input, and ``on_close`` tells the relay the session's exit code)."""
+
+    def __init__(self, stdin: BinaryIO, stdout: BinaryIO, *, initial: bytes = b"",
+                 on_close: Callable[[int], None] | None = None,
+                 owns_streams: bool = False) -> None:
+        self.stdin, self.stdout = stdin, stdout
+        self._initial = initial
+        self._on_close = on_close
+        self._owns = owns_streams
+        self._transports: list[asyncio.BaseTransport] = []
+
+    async def open_writer(self, on_broken: Callable[[], None]) -> Writer:
+        loop = asyncio.get_running_loop()
+        _grow_pipe(self.stdout)
+        try:
+            if not _pollable(self.stdout, selectors.EVENT_WRITE):
+                raise ValueError("stdout cannot be polled")
+            transport, wproto = await loop.connect_write_pipe(
+                lambda: _WriteProtocol(on_broken), self.stdout)
+            self._transports.append(transport)
+            return TransportWriter(transport, wproto)
+        except (ValueError, OSError, AttributeError):
+            return ThreadWriterAdapter(QueueWriter(self.stdout, on_broken=on_broken))
+
+    async def start_reading(self, on_body: Callable[[bytes], None],
+                            on_eof: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        initial, self._initial = self._initial, b""
+        try:
+            if not _pollable(self.stdin, selectors.EVENT_READ):
+                raise ValueError("stdin cannot be polled")
+            transport, _ = await loop.connect_read_pipe(
+                lambda: _ReadProtocol(on_body, on_eof, initial), self.stdin)
+            self._transports.append(transport)
+        except (ValueError, OSError, AttributeError):
+            FrameReader(self.stdin, loop, on_body, on_eof, initial).start()
+
+    def close(self, exit_code: int) -> None:
+        if self._owns:
+            for transport in self._transports:
+                transport.close()
+            for stream in (self.stdin, self.stdout):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
+        if self._on_close is not None:
+            self._on_close(exit_code)
 
 
-def frame(message: dict[str, Any]) -> bytes:
-    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) when a
-    string holds a lone surrogate, which UTF-8 cannot carry but JSON text can."""
-    try:
-        body = json.dumps(message, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+class _SocketProtocol(_WriteProtocol):
+    """Both directions of a client's socket; reading starts with :meth:`start`."""
+
+    def __init__(self, on_broken: Callable[[], None], initial: bytes) -> None:
+        super().__init__(on_broken)
+        self._initial = initial
+        self._parser: FrameParser | None = None
+        self._on_eof: Callable[[], None] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.pause_reading()
+
+    def start(self, on_body: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+        self._parser = FrameParser(on_body)
+        self._on_eof = on_eof
+        initial, self._initial = self._initial, b""
+        if initial:
+            self._parser.feed(initial)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is not None:
+            self._parser.feed(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._on_eof is not None:
+            self._on_eof()
+
+
+class SocketConnection:
+    """A client on a connected stream socket (the host's Unix socket)."""
+
+    def __init__(self, sock: socket.socket, initial: bytes = b"") -> None:
+        self.sock = sock
+        self._initial = initial
+        self._protocol: _SocketProtocol | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    async def open_writer(self, on_broken: Callable[[], None]) -> Writer:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.connect_accepted_socket(
+            lambda: _SocketProtocol(on_broken, self._initial), sock=self.sock)
+        self._protocol, self._transport = proto, transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        return TransportWriter(transport, proto)
+
+    async def start_reading(self, on_body: Callable[[bytes], None],
+                            on_eof: Callable[[], None]) -> None:
+        assert self._protocol is not None, "open_writer first"
+        self._protocol.start(on_body, on_eof)
+
+    def close(self, exit_code: int) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self.sock.close()
+
+
+Connection = StdioConnection | SocketConnection
 
 
 class FramedOutbox:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.host.transport import FrameParser
+from sidecar.host.framing import FrameParser
 
 
 def frame(msg: dict[str, object]) -> bytes:

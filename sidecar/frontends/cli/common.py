@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sidecar.core.config import CONFIG_FILE_NAMES, find_config_files
+from sidecar.core.workspace import CONFIG_FILE_NAMES, find_config_files
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
@@ -29,6 +32,8 @@ def out(text: str) -> None:
 
 
 def config_paths(args: argparse.Namespace) -> list[Path]:
+    from pathlib import Path
+
     if args.config:
         return [Path(p) for p in args.config]
     found = find_config_files(Path.cwd())

@@ -14,19 +14,21 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-from sidecar.core.checks import check_files
-from sidecar.core.config import read_source
-from sidecar.core.problems import Severity
 
 from .common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, config_paths, err, out
 
-SAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "sample.toml"
+SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "sample.toml")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sidecar.core.checks import check_files
+    from sidecar.core.config import read_source
+    from sidecar.core.problems import Severity
+
     paths = [Path(p) for p in args.files] if args.files else config_paths(args)
     report = check_files([read_source(p) for p in paths])
     shown = [p for p in report.problems if args.hints or p.severity != Severity.HINT]
@@ -48,17 +50,24 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     target = Path(args.path)
     if target.is_dir():
         target = target / "sidecar.toml"
     if target.exists() and not args.force:
         raise CliError(f"{target} exists (use --force to overwrite)")
-    target.write_text(SAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    with open(SAMPLE_CONFIG, encoding="utf-8") as sample:
+        target.write_text(sample.read(), encoding="utf-8")
     sys.stderr.write(f"wrote {target}; try: sidecar check && sidecar graph\n")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if not args.standalone:
+        from .relay import relay
+
+        return relay(args.config)
     from sidecar.frontends.lsp import serve
 
     return serve(config_files=args.config, log_level=args.log_level)
@@ -146,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("serve", parents=[common], help="JSON-RPC sidecar on stdio")
+    p = sub.add_parser("serve", parents=[common], help="JSON-RPC sidecar on stdio (attached to "
+                       "the workspace's shared host)")
+    p.add_argument("--standalone", action="store_true",
+                   help="serve in this process with an orchestrator of its own, which ends "
+                        "with the session")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -33,8 +33,9 @@ from pygls.uris import from_fs_path, to_fs_path
 from pygls.workspace.position_codec import PositionCodec
 
 from sidecar.core.checks import CheckReport, check_files
-from sidecar.core.config import CONFIG_FILE_NAMES, LoadedFile, parse_text, read_source
+from sidecar.core.config import LoadedFile, parse_text, read_source
 from sidecar.core.problems import Problem, Span
+from sidecar.core.workspace import CONFIG_FILE_NAMES
 from sidecar.host.config_files import ConfigFiles, index_of, path_key
 
 if TYPE_CHECKING:

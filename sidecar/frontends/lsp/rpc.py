@@ -38,7 +38,7 @@ from pygls.protocol.json_rpc import (
 )
 
 from sidecar.app import protocol as P
-from sidecar.host.transport import frame
+from sidecar.host.framing import frame
 
 if TYPE_CHECKING:
     from .server import SidecarServer

@@ -32,7 +32,7 @@ from sidecar.app import protocol as P
 from sidecar.app.service import Service
 from sidecar.host.host import Host, Reload
 from sidecar.host.session import Session
-from sidecar.host.transport import FramedOutbox, Writer, open_stdio
+from sidecar.host.transport import Connection, FramedOutbox, StdioConnection, Writer
 
 from .config_features import register as register_config_features
 from .documents import ConfigWorkspace
@@ -70,6 +70,7 @@ class SidecarServer(LanguageServer):
         self._received = False  # any message yet (end of input before one is not an error)
         self._shutting_down = False
         self._unwatch_reloads = self.host.on_reload(self._reloaded)
+        self.session.on_end = lambda: self._request_stop(1)
 
     # ================================================================= helpers
     def show(self, kind: lsp.MessageType, message: str) -> None:
@@ -103,6 +104,8 @@ class SidecarServer(LanguageServer):
             root = to_fs_path(params.root_uri)
         if root is None and params.root_path:
             root = params.root_path
+        if params.client_info is not None:
+            self.session.client_name = params.client_info.name
         opts, problems = P.parse_initialization_options(params.initialization_options)
         for prob in problems:
             self.show(lsp.MessageType.Warning, f"sidecar: initializationOptions.{prob}")
@@ -122,8 +125,11 @@ class SidecarServer(LanguageServer):
         register_config_features(self, self.documents, self.service)
 
     def initialized(self) -> None:
-        self.host.reload()
-        self.host.start()
+        if self.owns_host:
+            self.host.reload()
+            self.host.start()
+        elif self.host.last_reload is not None:
+            self._reloaded(self.host.last_reload)  # this client's diagnostics, and why not
 
     async def shutdown_session(self) -> None:
         self._shutting_down = True
@@ -148,20 +154,26 @@ class SidecarServer(LanguageServer):
     def _response_sent(self, msg_id: Any) -> None:
         self.session.response_sent(msg_id)
 
-    async def run_stdio(self, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    async def run(self, conn: Connection, *, handle_signals: bool = False) -> int:
+        """Serve one client on ``conn`` until ``exit``, end of input or (``handle_signals``,
+        standalone only) SIGTERM/SIGINT/SIGHUP; returns the exit code and closes ``conn``
+        with it."""
         loop = asyncio.get_running_loop()
-        _use_pidfd_child_watcher(loop)
         self._stop = asyncio.Event()
-        self.writer = await open_stdio(stdin, stdout, self._on_body, self._on_eof,
-                                       self._on_eof)
+        self.writer = await conn.open_writer(self._on_eof)
         self.protocol.set_writer(self.writer)
         self.session.outbox = FramedOutbox(self.writer)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        await conn.start_reading(self._on_body, self._on_eof)
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
+        for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._request_stop, 0)
         try:
             await self._stop.wait()
         finally:
+            for sig in signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
             await self.shutdown_session()
             self._unwatch_reloads()
             self.session.close()
@@ -170,10 +182,22 @@ class SidecarServer(LanguageServer):
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=1.0)
             await self.writer.drain(2.0)
+            conn.close(self._exit_code)
         return self._exit_code
 
 
-def _use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
+async def _serve_standalone(server: SidecarServer, conn: StdioConnection) -> int:
+    use_pidfd_child_watcher(asyncio.get_running_loop())
+    return await server.run(conn, handle_signals=True)
+
+
+async def serve_connection(host: Host, conn: Connection) -> int:
+    """Serve one client of a shared host (``sidecar serve`` attached, the CLI, agents): its
+    own session; ending it never ends the host."""
+    return await create_server(host, owns_host=False).run(conn)
+
+
+def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """Python 3.11 waits for each child in a thread of its own; a pidfd watcher (the default
     from 3.12 on) waits in the event loop instead, which makes short runs cheaper."""
     if sys.version_info >= (3, 12) or not sys.platform.startswith("linux"):
@@ -351,10 +375,10 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, *,
     handler = _ClientLogHandler(server)
     logging.getLogger("sidecar").addHandler(handler)
     try:
-        return asyncio.run(server.run_stdio(inp, out))
+        return asyncio.run(_serve_standalone(server, StdioConnection(inp, out)))
     finally:
         logging.getLogger("sidecar").removeHandler(handler)
         sys.stdout = saved_stdout
 
 
-__all__ = ["SidecarServer", "create_server", "serve"]
+__all__ = ["SidecarServer", "create_server", "serve", "serve_connection"]

@@ -1,4 +1,4 @@
-"""``sidecar serve``'s own options: ``--config``, ``--log-level`` and ``$SIDECAR_LOG``."""
+"""``sidecar serve --standalone``'s own options: ``--config``, ``--log-level`` and ``$SIDECAR_LOG``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from conftest import RawClient, write_config
 
 pytestmark = pytest.mark.timeout(30)
 
-SERVE = [sys.executable, "-m", "sidecar", "serve"]
+SERVE = [sys.executable, "-m", "sidecar", "serve", "--standalone"]
 
 
 async def _commands(raw: RawClient, root: Path, options: object = None) -> list[str]:
