@@ -28,6 +28,8 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from sidecar.core.events import RunEvent, TriggerEvent
 from sidecar.core.runs import RunSnapshot, RunState
 
+from .methods import PROTOCOL_VERSION as PROTOCOL_VERSION
+
 # --------------------------------------------------------------------------- method names
 
 M_COMMANDS = "sidecar/commands"
@@ -43,6 +45,7 @@ M_TRIGGER_GRAPH = "sidecar/triggerGraph"
 M_RELOAD = "sidecar/reload"
 M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
 M_SAVE = "sidecar/save"
+M_HOST_INFO = "sidecar/hostInfo"
 
 N_EVENT = "sidecar/event"
 N_RUN_UPDATE = "sidecar/runUpdate"
@@ -637,6 +640,41 @@ class SaveResult:
     """Set when a config file was among the saved files: the config was reloaded."""
     ignored: list[IgnoredSave] = attrs.field(factory=list)
     """Saved files (or triggers of them) that started nothing, with why."""
+
+
+@attrs.define
+class SessionInfo:
+    """One client attached to the host."""
+
+    client_name: str | None
+    """The client's ``clientInfo.name`` (``Visual Studio Code``, ``Neovim``, ``cli``,
+    ``hook`` …); null if it sent none."""
+    current: bool = False
+    """True for the session that asked."""
+
+
+@attrs.define
+class HostInfoResult:
+    """``sidecar/hostInfo``: the process serving this session, for health checks."""
+
+    version: str
+    """The cmdsidecar version of the host."""
+    protocol_version: int
+    """The protocol.md version it speaks (also in ``initialize``'s result)."""
+    pid: int
+    """The host's process id."""
+    socket: str | None
+    """The host's Unix socket; null for a standalone server (``sidecar serve --standalone``)."""
+    root: str
+    """The workspace root."""
+    config_files: list[str]
+    """The config files, in config order."""
+    started_at: str
+    """ISO 8601 time the host started."""
+    sessions: list[SessionInfo]
+    """Every client attached now, this one included."""
+    active_runs: list[RunInfo]
+    """Every run not final yet, whoever started it."""
 
 
 @attrs.define

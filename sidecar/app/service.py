@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -331,6 +332,20 @@ class Service:
             P.M_RELOAD: (P.NoParams, self.reload),
             P.M_SAVE: (P.SaveParams, self.save),
         }
+
+    async def host_info(self, session: Session | None = None) -> P.HostInfoResult:
+        """``sidecar/hostInfo`` (``session``: the one asking)."""
+        from sidecar import __version__
+
+        host = self.host
+        sessions = sorted(host.sessions, key=lambda s: (s is not session, s.client_name or ""))
+        return P.HostInfoResult(
+            version=__version__, protocol_version=P.PROTOCOL_VERSION, pid=os.getpid(),
+            socket=host.socket_path, root=str(host.root),
+            config_files=[str(p) for p in host.config_files.files],
+            started_at=host.started_at.isoformat(),
+            sessions=[P.SessionInfo(s.client_name, s is session) for s in sessions],
+            active_runs=[P.RunInfo.of(h.result.snapshot()) for h in host.active_runs()])
 
 
 __all__ = ["Service", "core_error"]

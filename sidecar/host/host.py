@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.adapters import LocalExecutor, OutputFilesStore
-from sidecar.core import CmdorcError, CommandOrchestrator, RunnerConfig
+from sidecar.core import CmdorcError, CommandOrchestrator, RunHandle, RunnerConfig
 from sidecar.core.events import EventBus, Listener
 
 from .config_files import ConfigFiles
@@ -102,7 +102,7 @@ class Host:
     def detach(self, session: Session) -> None:
         self.sessions.discard(session)
 
-    def active_runs(self) -> list[Any]:
+    def active_runs(self) -> list[RunHandle]:
         """Handles of every run not final yet."""
         orch = self.orchestrator
         return orch.get_all_active_handles() if orch is not None else []

@@ -249,6 +249,14 @@ class SidecarProtocol(LanguageServerProtocol):
             code=P.E_INTERNAL,
             message=f"internal error ({type(exc).__name__}); the server log has the details")
 
+    @lsp_method(lsp.INITIALIZE)
+    def lsp_initialize(self, *args: Any) -> Any:
+        """pygls' ``initialize``, plus the protocol version in the server's capabilities
+        (``experimental.sidecar.protocolVersion``)."""
+        result = yield from super().lsp_initialize(*args)
+        result.capabilities.experimental = {"sidecar": {"protocolVersion": P.PROTOCOL_VERSION}}
+        return result
+
     @lsp_method(lsp.EXIT)
     def lsp_exit(self, *args: Any) -> None:  # type: ignore[override]
         self._server._request_stop(0 if self._shutdown else 1)

@@ -263,6 +263,7 @@ def create_server(host: Host | None = None, *, owns_host: bool = True) -> Sideca
         register(method, cls, call)
     register(P.M_SET_OUTPUT_FILTER, P.SetOutputFilterParams,
              lambda p: service.set_output_filter(session, p))
+    register(P.M_HOST_INFO, P.NoParams, lambda p: service.host_info(session))
 
     # ------------------------------------------------------------------ executeCommand
     def execute(name: str, method: str, first: str) -> None:
