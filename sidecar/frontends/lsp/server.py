@@ -60,7 +60,7 @@ class SidecarServer(LanguageServer):
         super().__init__("cmdsidecar", __version__, protocol_cls=SidecarProtocol)
         self.host = host if host is not None else Host(Path.cwd())
         self.owns_host = owns_host
-        self.service = Service(self.host)
+        self.service = Service(self.host, "lsp")
         self.session = Session(self.host, _NoOutbox())
         self.documents: ConfigWorkspace | None = None
         self.writer: Writer | None = None
@@ -103,6 +103,8 @@ class SidecarServer(LanguageServer):
             root = to_fs_path(params.root_uri)
         if root is None and params.root_path:
             root = params.root_path
+        client = params.client_info
+        self.service.started_by = client.name if client is not None and client.name else "lsp"
         opts, problems = P.parse_initialization_options(params.initialization_options)
         for prob in problems:
             self.show(lsp.MessageType.Warning, f"sidecar: initializationOptions.{prob}")
