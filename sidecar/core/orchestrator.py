@@ -340,7 +340,7 @@ class CommandOrchestrator:
                     elif not run.result.is_finalized:  # being spawned: no task yet
                         spawning.append(asyncio.ensure_future(run.result.done_event().wait()))
                 left = None if deadline is None else deadline - loop.time()
-                if not tasks and not spawning or left is not None and left <= 0:
+                if (not tasks and not spawning) or (left is not None and left <= 0):
                     for waiter in spawning:
                         waiter.cancel()
                     break

@@ -136,8 +136,9 @@ class RunResult:
     """Everything known about one run. Created by the orchestrator; callers use RunHandle.
 
     ``started_by`` names who caused the run (inherited along a chain). ``upstream_run_ids``
-    is the ``(event, run_id)`` of each run whose auto-event led to this one, oldest first;
-    empty for a run started by a caller or a lifecycle event.
+    is the ``(event, run_id)`` of each run whose auto-event led to this one, oldest first (the
+    newest 200 of a longer chain, as for ``trigger_chain``); empty for a run started by a
+    caller or a lifecycle event.
     """
 
     def __init__(
