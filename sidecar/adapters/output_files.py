@@ -150,4 +150,5 @@ def _load_run(d: Path) -> RunResult:
         output_file=d / out_name if out_name else None,
         comment=meta.get("comment", ""),
         exit_code=meta.get("exit_code"),
+        started_by=meta.get("started_by"),
     )

@@ -171,6 +171,9 @@ class WaitParams:
     """The run to wait for."""
     timeout_ms: int | None = None
     """Give up after this many ms; the result then has ``timedOut: true``."""
+    chain: bool = False
+    """Also wait for every run this run's events start, transitively; the result's ``runs``
+    then lists them all."""
 
 
 @attrs.define
@@ -419,6 +422,16 @@ class RunInfo:
     """``pending`` | ``running`` | ``success`` | ``failed`` | ``cancelled``."""
     trigger_chain: list[str]
     """Events that led to this run, oldest first (empty for a manual ``sidecar/run``)."""
+    started_by: str
+    """Who caused the run: the client's ``clientInfo.name`` for its requests and saves (e.g.
+    ``Visual Studio Code``, ``Neovim``; ``lsp`` when it sends none), ``cli`` for the command
+    line, ``hook`` for ``sidecar save``, ``mcp`` for agents, ``watch`` for the file watcher,
+    ``host`` for lifecycle events; runs started by events inherit it from the run or request
+    that began the chain."""
+    upstream_run_ids: list[str]
+    """Runs whose auto-events led to this one, oldest first (parallel to the last entries of
+    ``triggerChain``); empty for a run started by a request, a save or a lifecycle event. A
+    client follows a chain with it."""
     trigger_event: str | None = None
     """The event that started it (last of the chain), null for a manual run."""
     exit_code: int | None = None
@@ -453,7 +466,9 @@ def _iso(t: dt.datetime | None) -> str | None:
 def _run_fields(run: RunSnapshot) -> dict[str, Any]:
     return {
         "run_id": run.run_id, "command": run.command, "state": run.state,
-        "trigger_chain": list(run.trigger_chain), "trigger_event": run.trigger_event,
+        "trigger_chain": list(run.trigger_chain),
+        "started_by": run.started_by if run.started_by is not None else "host",
+        "upstream_run_ids": list(run.upstream_run_ids), "trigger_event": run.trigger_event,
         "exit_code": run.exit_code, "start_time": _iso(run.start_time),
         "end_time": _iso(run.end_time), "duration_secs": run.duration_secs,
         "comment": run.comment, "error": run.error, "resolved_command": run.resolved_command,
@@ -538,6 +553,16 @@ class RunResultWire:
     """The run (final when waited for and not timed out)."""
     timed_out: bool = False
     """True when ``wait`` gave up after ``timeoutMs`` (the run goes on)."""
+
+
+@attrs.define
+class WaitResult(RunResultWire):
+    """``sidecar/wait``: a :class:`RunResultWire` plus, with ``chain``, the chain's runs."""
+
+    runs: list[RunInfo] = attrs.field(factory=list)
+    """With ``chain``: the run and every run its events started, transitively (the run first,
+    then the others in the order they started); empty otherwise. On ``timedOut`` (some of
+    them not final yet), the runs known by then."""
 
 
 @attrs.define

@@ -83,10 +83,16 @@ def _timeout(ms: int | None) -> float | None:
 
 
 class Service:
-    """The operations on one host's workspace."""
+    """The operations on one host's workspace.
 
-    def __init__(self, host: Host) -> None:
+    ``started_by`` names who the operations are for (the runs' ``startedBy``); a plain
+    attribute, so that a frontend can set it once it knows (the LSP frontend: the client's
+    name, at ``initialize``).
+    """
+
+    def __init__(self, host: Host, started_by: str | None = None) -> None:
         self.host = host
+        self.started_by = started_by
 
     # ------------------------------------------------------------------ helpers
     def orchestrator(self) -> CommandOrchestrator:
@@ -153,18 +159,27 @@ class Service:
 
     @_operation
     async def trigger(self, p: P.TriggerParams) -> P.TriggerResultWire:
-        return self._triggered(await self.orchestrator().trigger(p.event, vars=p.vars))
+        return self._triggered(await self.orchestrator().trigger(p.event, vars=p.vars,
+                                                                 started_by=self.started_by))
 
     @_operation
     async def run(self, p: P.RunParams) -> P.RunResultWire:
-        handle = await self._command(p.command).run_command(p.command, vars=p.vars)
+        handle = await self._command(p.command).run_command(p.command, vars=p.vars,
+                                                            started_by=self.started_by)
         if p.wait:
             return await self._waited(handle, p.timeout_ms)
         return P.RunResultWire(run=P.RunInfo.of(handle.result.snapshot()))
 
     @_operation
-    async def wait(self, p: P.WaitParams) -> P.RunResultWire:
-        return await self._waited(self._handle(p.run_id), p.timeout_ms)
+    async def wait(self, p: P.WaitParams) -> P.WaitResult:
+        handle = self._handle(p.run_id)
+        if not p.chain:
+            waited = await self._waited(handle, p.timeout_ms)
+            return P.WaitResult(run=waited.run, timed_out=waited.timed_out)
+        runs = await self.orchestrator().wait_chain([p.run_id], _timeout(p.timeout_ms))
+        return P.WaitResult(run=P.RunInfo.of(handle.result.snapshot()),
+                            timed_out=not all(r.is_finalized for r in runs),
+                            runs=[P.RunInfo.of(r.snapshot()) for r in runs])
 
     @_operation
     async def cancel(self, p: P.CancelParams) -> P.CancelResult:
@@ -301,7 +316,8 @@ class Service:
                 result.ignored.append(P.IgnoredSave(raw, "no-match", "no [on_save] glob matches"))
             for t in triggers:
                 try:
-                    result.triggered.append(self._triggered(await orch.trigger(t, vars=save_vars)))
+                    result.triggered.append(self._triggered(await orch.trigger(
+                        t, vars=save_vars, started_by=self.started_by)))
                 except CmdorcError as exc:
                     result.ignored.append(P.IgnoredSave(raw, "error", f"{t}: {exc}"))
         return result

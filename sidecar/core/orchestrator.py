@@ -2,8 +2,9 @@
 
 API and semantics follow cmdorc (see README "Python API"); the additions are the event stream
 (:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
-(runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`, and
-:meth:`read_output`.
+(runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`,
+:meth:`read_output`, ``started_by=`` on :meth:`trigger` and :meth:`run_command` (who caused a
+run; its chain inherits it), filled ``upstream_run_ids`` and :meth:`wait_chain`.
 
 Processes and stored runs are reached through the ports of :mod:`.ports` (``executor=``,
 ``store=``). Without them the orchestrator uses the local adapters of :mod:`sidecar.adapters`,
@@ -133,6 +134,9 @@ class CommandOrchestrator:
         self._exact_callbacks: dict[str, list[EventCallback]] = {}
         self._wild_callbacks: list[tuple[str, EventCallback]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Runs whose supervising task is not done (final or not): wait_chain waits on them.
+        self._unsettled: dict[str, _Run] = {}
+        self._chain_watchers: list[Callable[[RunResult], object]] = []
         self._resolved_cache: dict[tuple[int, tuple[tuple[str, str], ...]],
                                    tuple[CommandConfig, ResolvedCommand]] = {}
         self._started = False
@@ -295,6 +299,62 @@ class CommandOrchestrator:
             await asyncio.wait(pending, timeout=left)
         return True
 
+    async def wait_chain(self, run_ids: Iterable[str], timeout: float | None = None
+                         ) -> list[RunResult]:
+        """Wait until the given runs and every run their auto-events start, transitively (the
+        runs whose ``upstream_run_ids`` name one of the chain), are final and done handling
+        their own auto-events. Returns the runs of those chains: the given ones first, then
+        the others in the order they started.
+
+        Raises ``KeyError`` for an unknown run id (as :meth:`read_output`). After ``timeout``
+        seconds it returns the runs known so far without raising: some may not be final, and
+        a final one may still be starting more; callers check the states. Runs a
+        ``keep_in_memory = 0`` command forgot before the call are not listed.
+        """
+        chain: dict[str, RunResult] = {}
+        for run_id in run_ids:
+            chain.setdefault(run_id, self._result(run_id))
+
+        def join(result: RunResult) -> bool:
+            if result.run_id in chain or not any(r in chain for _, r in result.upstream_run_ids):
+                return False
+            chain[result.run_id] = result
+            return True
+
+        known = {**self._by_id, **{i: r.result for i, r in self._unsettled.items()}}
+        while any([join(result) for result in known.values()]):
+            pass  # again: a run may come before the one that links it to the chain
+        self._chain_watchers.append(join)  # runs started from now on
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while True:
+                tasks: list[asyncio.Future[Any]] = []
+                spawning: list[asyncio.Future[Any]] = []
+                for run in map(self._unsettled.get, list(chain)):
+                    if run is None:
+                        continue
+                    if run.task is not None:
+                        if not run.task.done():
+                            tasks.append(run.task)
+                    elif not run.result.is_finalized:  # being spawned: no task yet
+                        spawning.append(asyncio.ensure_future(run.result.done_event().wait()))
+                left = None if deadline is None else deadline - loop.time()
+                if (not tasks and not spawning) or (left is not None and left <= 0):
+                    for waiter in spawning:
+                        waiter.cancel()
+                    break
+                try:
+                    _, pending = await asyncio.wait([*tasks, *spawning], timeout=left)
+                finally:
+                    for waiter in spawning:
+                        waiter.cancel()
+                if pending:
+                    break  # timed out
+        finally:
+            self._chain_watchers.remove(join)
+        return list(chain.values())
+
     async def cleanup(self) -> None:
         await self.shutdown()
 
@@ -340,14 +400,21 @@ class CommandOrchestrator:
         event_name: str,
         context: TriggerContext | None = None,
         vars: Mapping[str, str] | None = None,
+        *,
+        started_by: str | None = None,
     ) -> TriggerResult:
         """Fire an event: cancel commands listening in ``cancel_on_triggers``, start commands
         listening in ``triggers``, call ``on_event`` callbacks.
 
         ``vars`` are runtime variables for the runs this starts (and their chains); they are
-        never shell code (see :mod:`.shellsafe`). Raises :class:`TriggerCycleError` if the event is
-        already in ``context``'s chain.
+        never shell code (see :mod:`.shellsafe`). ``started_by`` names who fired it (set on
+        ``context``); the runs it starts and their chains carry it. Raises
+        :class:`TriggerCycleError` if the event is already in ``context``'s chain.
         """
+        if context is None:
+            context = TriggerContext()
+        if started_by is not None:
+            context.started_by = started_by
         return await self._trigger(event_name, context, vars, kind="trigger", handle=None)
 
     async def _trigger(
@@ -373,6 +440,9 @@ class CommandOrchestrator:
         context.history.append(event_name)
         if len(context.history) > MAX_CHAIN:
             del context.history[: len(context.history) - MAX_CHAIN]
+        upstream = context.upstream
+        if handle is not None:  # an auto-event: the runs it starts follow the emitting run
+            upstream = [*upstream, (event_name, handle.run_id)][-MAX_CHAIN:]
         outcome = TriggerResult(event_name)
         if self._bus.has_subscribers:
             self._bus.publish(TriggerEvent(
@@ -389,7 +459,7 @@ class CommandOrchestrator:
             if entry is None:
                 continue
             try:
-                started = await self._start(entry, event_name, context)
+                started = await self._start(entry, event_name, context, upstream)
                 outcome.started.append(started)
             except DebounceError as exc:
                 outcome.skipped.append((name, "debounce", str(exc)))
@@ -428,9 +498,11 @@ class CommandOrchestrator:
                 logger.exception("on_event callback for %s failed", event)
 
     # ------------------------------------------------------------------ running
-    async def run_command(self, name: str, vars: Mapping[str, str] | None = None) -> RunHandle:
+    async def run_command(self, name: str, vars: Mapping[str, str] | None = None, *,
+                          started_by: str | None = None) -> RunHandle:
         """Start a command now (manual run: empty trigger chain). ``vars`` are runtime
-        variables, never shell code (see :mod:`.shellsafe`).
+        variables, never shell code (see :mod:`.shellsafe`). ``started_by`` names who asked
+        (the run's ``started_by``; runs its auto-events start inherit it).
 
         Raises CommandNotFoundError, DebounceError, ConcurrencyLimitError,
         VariableResolutionError, OrchestratorShutdownError.
@@ -438,7 +510,8 @@ class CommandOrchestrator:
         if self._shutting_down:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
         entry = self._entry(name)
-        return await self._start(entry, None, TriggerContext(vars=dict(vars or {})))
+        return await self._start(entry, None, TriggerContext(vars=dict(vars or {}),
+                                                             started_by=started_by))
 
     def preview_command(self, name: str, vars: Mapping[str, str] | None = None) -> ResolvedCommand:
         """What :meth:`run_command` would execute, without running it."""
@@ -491,8 +564,10 @@ class CommandOrchestrator:
             raise ConcurrencyLimitError(cfg.name, active, cfg.max_concurrent, cfg.on_retrigger)
         return list(entry.active)
 
-    async def _start(self, entry: _Command, event: str | None,
-                     context: TriggerContext) -> RunHandle:
+    async def _start(self, entry: _Command, event: str | None, context: TriggerContext,
+                     upstream: list[tuple[str, str]] | None = None) -> RunHandle:
+        """Start a run of ``entry`` in ``context``; ``upstream`` is its
+        ``upstream_run_ids`` (default: the context's)."""
         if self._is_shutdown:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
         cfg = entry.config
@@ -512,18 +587,24 @@ class CommandOrchestrator:
         if self._is_shutdown:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
 
+        upstream = list(context.upstream if upstream is None else upstream)
         result = RunResult(command_name=cfg.name, trigger_event=event,
-                           trigger_chain=list(context.history), resolved_command=resolved)
+                           trigger_chain=list(context.history), resolved_command=resolved,
+                           upstream_run_ids=upstream, started_by=context.started_by)
         if self._store.enabled(cfg):
             result.output_file, result.metadata_file = self._store.paths(cfg, result.run_id)
         result.capture = OutputCapture(result.output_file)
         run = _Run(entry, result, TriggerContext(set(context.seen), list(context.history),
-                                                 dict(context.vars)))
+                                                 dict(context.vars), context.started_by,
+                                                 upstream))
         result.on_change = self._on_transition
         entry.active.append(result)
         self._runs[result.run_id] = run
         self._live[result.run_id] = run
         self._by_id[result.run_id] = result
+        self._unsettled[result.run_id] = run
+        for watch in list(self._chain_watchers):
+            watch(result)
         self._publish_run(result, None)
 
         def on_start(execution: Execution, run: _Run = run) -> None:
@@ -551,17 +632,23 @@ class CommandOrchestrator:
             # run must still end, or it would hold its concurrency slot forever.
             self._end(run, RunState.CANCELLED, comment="start interrupted")
             self._live.pop(result.run_id, None)
-            self._spawn(self._emit_final(run))
+            self._track(run, asyncio.get_running_loop().create_task(self._emit_final(run)))
             raise
         else:
             if run.stopping is None and (run.cancel_comment is not None or result.is_finalized):
                 # Cancelled, or marked final (mark_*), while it was being spawned.
                 run.stopping = self._spawn(run.process.terminate(self._grace))
             task = asyncio.get_running_loop().create_task(self._supervise(run))
+        self._track(run, task)
+        return RunHandle(result)
+
+    def _track(self, run: _Run, task: asyncio.Task[None]) -> None:
+        """``task`` supervises ``run``: it ends once the run is final and its final
+        auto-event has been handled (the runs that started are registered by then)."""
         run.task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return RunHandle(result)
+        task.add_done_callback(lambda _: self._unsettled.pop(run.result.run_id, None))
 
     def _record_output(self, run: _Run, data: bytes) -> None:
         if run.result.is_finalized:

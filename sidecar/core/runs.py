@@ -105,7 +105,8 @@ class RunSnapshot:
 
     ``duration_secs`` is None until the run is final. ``output_size`` is the number of output
     bytes so far. ``resolved_command`` and ``cwd`` come from the run's
-    :class:`ResolvedCommand`.
+    :class:`ResolvedCommand`. ``upstream_run_ids`` are the ids of
+    :attr:`RunResult.upstream_run_ids`, oldest first.
     """
 
     run_id: str
@@ -117,6 +118,8 @@ class RunSnapshot:
     duration_secs: float | None
     trigger_event: str | None
     trigger_chain: tuple[str, ...]
+    started_by: str | None
+    upstream_run_ids: tuple[str, ...]
     comment: str
     error: str | None
     resolved_command: str | None
@@ -130,7 +133,13 @@ def new_run_id() -> str:
 
 
 class RunResult:
-    """Everything known about one run. Created by the orchestrator; callers use RunHandle."""
+    """Everything known about one run. Created by the orchestrator; callers use RunHandle.
+
+    ``started_by`` names who caused the run (inherited along a chain). ``upstream_run_ids``
+    is the ``(event, run_id)`` of each run whose auto-event led to this one, oldest first (the
+    newest 200 of a longer chain, as for ``trigger_chain``); empty for a run started by a
+    caller or a lifecycle event.
+    """
 
     def __init__(
         self,
@@ -152,12 +161,14 @@ class RunResult:
         output_write_error: str | None = None,
         comment: str = "",
         exit_code: int | None = None,
+        started_by: str | None = None,
     ) -> None:
         self.command_name = command_name
         self.run_id = run_id or new_run_id()
         self.trigger_event = trigger_event
         self.trigger_chain = list(trigger_chain or [])
         self.upstream_run_ids = list(upstream_run_ids or [])
+        self.started_by = started_by
         self._output_text = output
         self.capture: OutputCapture | None = None
         self.success = success
@@ -320,6 +331,8 @@ class RunResult:
             duration_secs=self.duration_secs if self.is_finalized else None,
             trigger_event=self.trigger_event,
             trigger_chain=tuple(self.trigger_chain),
+            started_by=self.started_by,
+            upstream_run_ids=tuple(run_id for _, run_id in self.upstream_run_ids),
             comment=self.comment,
             error=str(self.error) if self.error is not None else None,
             resolved_command=rc.command if rc else None,
@@ -342,6 +355,7 @@ class RunResult:
             "comment": s.comment,
             "trigger_event": s.trigger_event,
             "trigger_chain": list(s.trigger_chain),
+            "started_by": s.started_by,
             "start_time": s.start_time.isoformat() if s.start_time else None,
             "end_time": s.end_time.isoformat() if s.end_time else None,
             "duration_secs": self.duration_secs,
@@ -427,6 +441,10 @@ class RunHandle:
     @property
     def trigger_chain(self) -> list[str]:
         return list(self._result.trigger_chain)
+
+    @property
+    def started_by(self) -> str | None:
+        return self._result.started_by
 
     @property
     def resolved_command(self) -> ResolvedCommand | None:

@@ -44,12 +44,17 @@ def matches(pattern: str, event: str) -> bool:
 class TriggerContext:
     """The chain of events that led here (``history``) and the set used for loop detection.
 
-    ``vars`` are caller-supplied runtime variables that travel with the chain.
+    ``vars`` are caller-supplied runtime variables that travel with the chain. ``started_by``
+    names who caused the chain (a client, ``cli``…; None for lifecycle events); runs of the
+    chain inherit it. ``upstream`` is the ``(event, run_id)`` of each run whose auto-event led
+    here, oldest first.
     """
 
     seen: set[str] = field(default_factory=set)
     history: list[str] = field(default_factory=list)
     vars: dict[str, str] = field(default_factory=dict)
+    started_by: str | None = None
+    upstream: list[tuple[str, str]] = field(default_factory=list)
 
 
 class TriggerIndex:

@@ -19,14 +19,15 @@ from sidecar import (
 pytestmark = pytest.mark.timeout(30)
 
 SNAPSHOT_FIELDS = ["run_id", "command", "state", "exit_code", "start_time", "end_time",
-                   "duration_secs", "trigger_event", "trigger_chain", "comment", "error",
+                   "duration_secs", "trigger_event", "trigger_chain", "started_by",
+                   "upstream_run_ids", "comment", "error",
                    "resolved_command", "cwd", "output_file", "output_size"]
 # Every field RunEvent had before it became a snapshot: consumers keep reading them.
 OLD_RUN_EVENT_FIELDS = ["run_id", "command", "state", "previous", "exit_code", "start_time",
                         "end_time", "duration_secs", "trigger_event", "trigger_chain",
                         "comment", "error", "resolved_command", "output_file"]
 TO_DICT_KEYS = ["command_name", "run_id", "state", "success", "exit_code", "error", "comment",
-                "trigger_event", "trigger_chain", "start_time", "end_time", "duration_secs",
+                "trigger_event", "trigger_chain", "started_by", "start_time", "end_time", "duration_secs",
                 "duration_str", "resolved_command", "cwd", "output_file", "metadata_file"]
 
 
@@ -55,7 +56,7 @@ async def test_events_and_to_dict_come_from_the_snapshot(tmp_path) -> None:
                                  triggers=["go"], cwd=str(tmp_path)))
     rec = Recorder()
     orch.add_listener(rec)
-    handle = (await orch.trigger("go")).started[0]
+    handle = (await orch.trigger("go", started_by="Neovim")).started[0]
     result = await handle.wait(10)
     events = [e for e in rec.of(RunEvent) if e.run_id == handle.run_id]
     assert [e.state for e in events] == ["pending", "running", "failed"]
@@ -66,12 +67,13 @@ async def test_events_and_to_dict_come_from_the_snapshot(tmp_path) -> None:
     assert snap.output_size == len("héllo\n".encode()) == orch.output_size(handle.run_id)
     assert snap.cwd == str(tmp_path) and snap.exit_code == 3 and snap.trigger_chain == ("go",)
     assert snap.error == "Command exited with code 3"
+    assert snap.started_by == "Neovim" and snap.upstream_run_ids == ()
     d = result.to_dict()
     assert list(d) == TO_DICT_KEYS
     assert d == {
         "command_name": "S", "run_id": handle.run_id, "state": "failed", "success": False,
         "exit_code": 3, "error": "Command exited with code 3", "comment": "",
-        "trigger_event": "go", "trigger_chain": ["go"],
+        "trigger_event": "go", "trigger_chain": ["go"], "started_by": "Neovim",
         "start_time": result.start_time.isoformat(), "end_time": result.end_time.isoformat(),
         "duration_secs": result.duration_secs, "duration_str": result.duration_str,
         "resolved_command": result.resolved_command.command, "cwd": str(tmp_path),
@@ -84,18 +86,18 @@ async def test_stored_metadata_and_reloaded_history(tmp_path) -> None:
     storage = OutputStorageConfig(directory=str(out), keep_history=-1)
     cmd = CommandConfig(name="M", command=py("print('x' * 1000)"), cwd=str(tmp_path))
     orch = orch_of(cmd, storage=storage)
-    result = await (await orch.run_command("M")).wait(10)
+    result = await (await orch.run_command("M", started_by="cli")).wait(10)
     meta = tomllib.loads(result.metadata_file.read_text())
     top = {k: v for k, v in meta.items() if not isinstance(v, dict)}
     assert list(top) == ["command_name", "run_id", "state", "success", "exit_code", "comment",
-                         "trigger_chain", "start_time", "end_time", "duration_secs",
+                         "trigger_chain", "started_by", "start_time", "end_time", "duration_secs",
                          "output_file"]  # None values (error, trigger_event) are left out
     assert top["output_file"] == "output.txt"
     assert meta["resolved_command"]["cwd"] == str(tmp_path)
     # A run reloaded from disk has no capture: its size is the output file's.
     again = orch_of(cmd, storage=storage)
     loaded = again.get_history("M")[0]
-    assert loaded.capture is None
+    assert loaded.capture is None and loaded.started_by == "cli"
     assert loaded.snapshot().output_size == 1001 == result.snapshot().output_size
     assert loaded.snapshot().duration_secs == pytest.approx(result.duration_secs)
 

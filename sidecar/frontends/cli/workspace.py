@@ -46,13 +46,14 @@ async def _checked(result: Awaitable[Any]) -> Any:
         raise CliError(exc.message) from None
 
 
-async def _drive(args: argparse.Namespace, work: Work) -> int:
-    """Start the host with a session that prints, do ``work``, follow every run and chain
-    until they settle, and map the runs' results to an exit code."""
+async def _drive(args: argparse.Namespace, work: Work, started_by: str = "cli") -> int:
+    """Start the host with a session that prints, do ``work`` (its runs are started by
+    ``started_by``), follow every run and chain until they settle, and map the runs' results
+    to an exit code."""
     host = _host(args)
     reporter = Reporter(sys.stdout, getattr(args, "json", False))
     session = Session(host, reporter)
-    service = Service(host)
+    service = Service(host, started_by)
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -116,7 +117,7 @@ def save(args: argparse.Namespace) -> int:
         if result.reloaded is not None and not result.reloaded.ok:
             raise CliError(f"config not loaded: {result.reloaded.message}", EXIT_CONFIG)
 
-    return asyncio.run(_drive(args, work))
+    return asyncio.run(_drive(args, work, "hook"))
 
 
 def preview(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ class SidecarServer(LanguageServer):
         super().__init__("cmdsidecar", __version__, protocol_cls=SidecarProtocol)
         self.host = host if host is not None else Host(Path.cwd())
         self.owns_host = owns_host
-        self.service = Service(self.host)
+        self.service = Service(self.host, "lsp")
         self.session = Session(self.host, _NoOutbox())
         self.documents: ConfigWorkspace | None = None
         self.writer: Writer | None = None
@@ -104,8 +104,9 @@ class SidecarServer(LanguageServer):
             root = to_fs_path(params.root_uri)
         if root is None and params.root_path:
             root = params.root_path
-        if params.client_info is not None:
-            self.session.client_name = params.client_info.name
+        client = params.client_info
+        self.session.client_name = client.name if client is not None and client.name else None
+        self.service.started_by = self.session.client_name or "lsp"
         opts, problems = P.parse_initialization_options(params.initialization_options)
         for prob in problems:
             self.show(lsp.MessageType.Warning, f"sidecar: initializationOptions.{prob}")

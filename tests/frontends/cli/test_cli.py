@@ -71,6 +71,8 @@ def test_trigger_json_lines(tmp_path: Path) -> None:
     assert finals[1]["triggerChain"] == ["changes_applied", "command_started:Lint",
                                          "command_success:Lint"]
     assert finals[1]["triggerEvent"] == "command_success:Lint"
+    assert [p["startedBy"] for p in finals] == ["cli", "cli"]
+    assert finals[1]["upstreamRunIds"] == [finals[0]["runId"]]
     assert finals[0]["previous"] == "running" and finals[0]["exitCode"] == 0
     assert finals[0]["durationSecs"] > 0 and "durationMs" not in finals[0]
     assert finals[0]["outputSize"] == len(b"linted\n")
@@ -267,6 +269,11 @@ def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path) -> None:
     assert "[Lint] linting src/pkg/it's.py" in proc.stdout.splitlines()
     other = sidecar("save", str(tmp_path / "README.md"), cwd=tmp_path)
     assert "no [on_save] glob matches" in other.stderr
+    lines = [json.loads(line) for line in
+             sidecar("save", str(saved), "--json", cwd=tmp_path).stdout.splitlines()]
+    finals = [m["params"] for m in lines if m["method"] == "sidecar/runUpdate"
+              and m["params"]["state"] == "success"]
+    assert [(p["command"], p["startedBy"]) for p in finals] == [("Lint", "hook")]
 
 
 def test_check_trigger_cycle_and_unterminated_template(tmp_path: Path) -> None:

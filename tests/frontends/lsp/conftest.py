@@ -139,7 +139,10 @@ def write_config(root: Path, text: str, name: str = "sidecar.toml") -> Path:
 
 @contextlib.asynccontextmanager
 async def start(root: Path, *, init_options: Any = None, progress: bool = False,
-                env: dict[str, str] | None = None) -> AsyncIterator[LanguageClient]:
+                env: dict[str, str] | None = None,
+                client_name: str | None = None) -> AsyncIterator[LanguageClient]:
+    """A server on ``root`` and a client that initialized it (``clientInfo.name`` =
+    ``client_name``, none by default)."""
     config = ClientServerConfig(server_command=SERVER_CMD, client_factory=make_client,
                                 server_env={**os.environ, **(env or {})})
     client: LanguageClient = await config.start()  # type: ignore[assignment]
@@ -148,7 +151,8 @@ async def start(root: Path, *, init_options: Any = None, progress: bool = False,
         await asyncio.wait_for(client.initialize_session(lsp.InitializeParams(
             capabilities=caps, root_uri=root.as_uri(),
             workspace_folders=[lsp.WorkspaceFolder(uri=root.as_uri(), name="ws")],
-            initialization_options=init_options)), 15)
+            initialization_options=init_options,
+            client_info=lsp.ClientInfo(name=client_name) if client_name else None)), 15)
         yield client
         if client._server is not None and client._server.returncode is None:
             await asyncio.wait_for(client.shutdown_session(), 15)
