@@ -61,6 +61,18 @@ _gate_var: contextvars.ContextVar[_Gate | None] = contextvars.ContextVar("sideca
                                                                         default=None)
 
 
+_last_wire: list[Any] = [None, None]
+
+
+def _wire(ev: RunEvent | TriggerEvent) -> Any:
+    """The notification params of a core event, converted once however many sessions send
+    them (every session gets the same event in turn; nobody changes the params)."""
+    if _last_wire[0] is not ev:
+        wire = P.RunUpdate.of(ev) if isinstance(ev, RunEvent) else P.EventNotification.of(ev)
+        _last_wire[:] = [ev, P.to_wire(wire)]
+    return _last_wire[1]
+
+
 class Session:
     """One client of a :class:`Host`."""
 
@@ -145,11 +157,11 @@ class Session:
             final = ev.state in P.FINAL_STATES
             if final:
                 self.streamer.finish(ev.run_id)
-            self.notify(P.N_RUN_UPDATE, P.to_wire(P.RunUpdate.of(ev)), ev.run_id)
+            self.notify(P.N_RUN_UPDATE, _wire(ev), ev.run_id)
             if final and self.progress is not None:
                 self.progress.finished(ev)
         elif isinstance(ev, TriggerEvent):
-            self.notify(P.N_EVENT, P.to_wire(P.EventNotification.of(ev)), ev.run_id)
+            self.notify(P.N_EVENT, _wire(ev), ev.run_id)
 
     # ------------------------------------------------------------------ end
     def end(self) -> None:

@@ -478,13 +478,25 @@ Connection = StdioConnection | SocketConnection
 
 class FramedOutbox:
     """A session's :class:`~sidecar.host.session.Outbox` on a ``Content-Length``-framed
-    byte stream."""
+    byte stream. A notification every session sends (the same params object, see
+    :func:`sidecar.host.session._wire`) is encoded once."""
+
+    _last: tuple[Any, Any, bytes] | None = None  # (method, params, framed bytes)
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
     def send(self, message: dict[str, Any]) -> None:
-        self.writer.write(frame(message))
+        last = FramedOutbox._last
+        params, method = message.get("params"), message.get("method")
+        if "id" in message or method is None:
+            data = frame(message)
+        elif last is not None and last[1] is params and last[0] == method:
+            data = last[2]
+        else:
+            data = frame(message)
+            FramedOutbox._last = (method, params, data)
+        self.writer.write(data)
 
     @property
     def pending_bytes(self) -> int:
