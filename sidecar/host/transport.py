@@ -355,7 +355,7 @@ class StdioConnection:
                 raise ValueError("stdout cannot be polled")
             transport, wproto = await loop.connect_write_pipe(
                 lambda: _WriteProtocol(on_broken), self.stdout)
-            self._transports.append(transport)
+            self._transports.append(transport)  # it closes stdout when it closes
             return TransportWriter(transport, wproto)
         except (ValueError, OSError, AttributeError):
             return ThreadWriterAdapter(QueueWriter(self.stdout, on_broken=on_broken))
@@ -369,7 +369,7 @@ class StdioConnection:
                 raise ValueError("stdin cannot be polled")
             transport, _ = await loop.connect_read_pipe(
                 lambda: _ReadProtocol(on_body, on_eof, initial), self.stdin)
-            self._transports.append(transport)
+            self._transports.append(transport)  # it closes stdin when it closes
         except (ValueError, OSError, AttributeError):
             FrameReader(self.stdin, loop, on_body, on_eof, initial).start()
         if self._relay is not None:
@@ -396,13 +396,23 @@ class StdioConnection:
                 asyncio.get_running_loop().remove_reader(self._relay.fileno())
 
     def close(self, exit_code: int) -> None:
+        """End the connection (what was not written by now is dropped: a client that
+        stopped reading must not keep it open) and tell the relay, if any."""
         self._unwatch()
         if self._owns:
+            taken = set()
             for transport in self._transports:
-                transport.close()
+                taken.add(id(transport.get_extra_info("pipe")))
+                if transport.is_closing():
+                    continue
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.abort()
+                else:
+                    transport.close()
             for stream in (self.stdin, self.stdout):
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
+                if id(stream) not in taken:
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.close()
         if self._on_close is not None:
             self._on_close(exit_code)
 
@@ -467,8 +477,10 @@ class SocketConnection:
         self._protocol.start(on_body, on_eof)
 
     def close(self, exit_code: int) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        """End the connection; what was not written by now is dropped."""
+        if isinstance(self._transport, asyncio.WriteTransport):
+            if not self._transport.is_closing():
+                self._transport.abort()
         else:
             self.sock.close()
 

@@ -123,13 +123,24 @@ class HostClient:
             await asyncio.wait_for(self._task, 5)
         return None
 
+    def stop_reading(self) -> None:
+        """Stop reading: the host's writes to this client back up."""
+        self._task.cancel()
+
     async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        """SIGKILL ``sidecar serve`` (an editor's server dying): no shutdown, pipes closed."""
         with contextlib.suppress(Exception):
             self.writer.close()
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            if self._task.done():  # read to the end, or the pipe never counts as closed
+                self._task = asyncio.ensure_future(self._discard())
+            await asyncio.wait_for(self.proc.wait(), 15)
         self._task.cancel()
+
+    async def _discard(self) -> None:
+        while await self.reader.read(1 << 16):
+            pass
 
     # ------------------------------------------------------------------ reading
     def notifications(self, method: str) -> list[dict[str, Any]]:

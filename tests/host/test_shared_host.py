@@ -271,3 +271,46 @@ def test_the_state_directory_ignores_itself(root: Path) -> None:
     connect(Workspace(str(root))).close()
     assert (root / ".sidecar" / ".gitignore").read_text().splitlines()[-1] == "*"
     assert "host" in (root / ".sidecar" / "host.log").read_text()
+
+
+async def test_a_client_that_stops_reading_slows_neither_the_others_nor_the_commands(
+        root: Path) -> None:
+    (root / "sidecar.toml").write_text(CONFIG + textwrap.dedent("""
+        [[command]]
+        name = "Big"
+        command = "head -c 30000000 /dev/zero"
+        triggers = ["big"]
+        """))
+    stuck = await HostClient.serve(root, "stuck")
+    vim = await HostClient.serve(root, "Neovim")
+    try:
+        stuck.stop_reading()  # the host's writes to it back up
+        run_id = (await vim.request("sidecar/trigger", {"event": "big"}))["started"][0]["runId"]
+        final = await vim.final(run_id, timeout=30)
+        assert final["state"] == "success" and final["outputSize"] == 30_000_000
+        chunks = [p for p in vim.notifications("sidecar/outputChunk") if p["runId"] == run_id]
+        assert sum(p["size"] for p in chunks) == 30_000_000  # every byte, sent or marked
+        info = await host_of(vim)
+        assert sorted(s["clientName"] for s in info["sessions"]) == ["Neovim", "stuck"]
+        assert psutil.Process(info["pid"]).memory_info().rss < 200 << 20
+    finally:
+        await stuck.kill()
+        await vim.close()
+
+
+async def test_a_broken_config_on_disk_keeps_the_last_good_one_and_tells_everyone(
+        root: Path) -> None:
+    code = await HostClient.serve(root, "Visual Studio Code")
+    vim = await HostClient.serve(root, "Neovim")
+    try:
+        (root / "sidecar.toml").write_text(CONFIG + "\n[[command]\nname = \n")
+        for client in (code, vim):
+            message = await client.wait_for(lambda c=client: next(
+                (m for m in c.notifications("window/showMessage")
+                 if "config not loaded" in m["message"]), None))
+            assert "keeping the previous configuration" in message["message"]
+            names = [c["name"] for c in (await client.request("sidecar/commands"))["commands"]]
+            assert names == ["Lint", "Test", "Sleep"]
+    finally:
+        await code.close()
+        await vim.close()
