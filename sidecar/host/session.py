@@ -45,11 +45,13 @@ class ProgressReporter(Protocol):
 
 
 class _Gate:
-    """Holds notifications caused by a request until its response has been written."""
+    """Holds notifications caused by a request until its response has been written (only
+    the requesting session's: other sessions see them at once)."""
 
-    __slots__ = ("open", "items", "runs")
+    __slots__ = ("open", "items", "runs", "session")
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session) -> None:
+        self.session = session
         self.open = False
         self.items: list[dict[str, Any]] = []
         self.runs: set[str] = set()
@@ -94,7 +96,7 @@ class Session:
         gate = self._held_runs.get(run_id) if run_id is not None else None
         if gate is None:
             g = _gate_var.get()
-            if g is not None and not g.open:
+            if g is not None and not g.open and g.session is self:
                 gate = g
                 if run_id is not None:
                     g.runs.add(run_id)
@@ -112,7 +114,7 @@ class Session:
         """Hold the notifications this request causes (in the current context), and later
         ones of the runs it starts, until :meth:`response_sent` for it: a client sees a
         request's result before the updates of the runs it names."""
-        gate = _Gate()
+        gate = _Gate(self)
         self._gates[request_id] = gate
         _gate_var.set(gate)
 
