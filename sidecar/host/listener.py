@@ -127,6 +127,10 @@ class Listener:
         try:
             connection, attach = await asyncio.wait_for(_handshake(conn, self.check_attach),
                                                         HANDSHAKE_TIMEOUT)
+        except ConnectionError as exc:  # a probe, or a client that died at once
+            logger.debug("dropped a connection from pid %d: %s", pid, exc)
+            conn.close()
+            return
         except Exception as exc:
             logger.warning("dropped a connection from pid %d: %s", pid, exc)
             conn.close()
@@ -224,7 +228,7 @@ async def _handshake(conn: socket.socket, check: AttachCheck | None
     stdout = os.fdopen(fds[1], "wb", buffering=0)
     return StdioConnection(stdin, stdout, initial=rest,
                            on_close=lambda code: _send_detach(conn, code),
-                           owns_streams=True), params
+                           owns_streams=True, relay=conn), params
 
 
 def _close_fds(fds: list[int]) -> None:

@@ -336,12 +336,16 @@ class StdioConnection:
 
     def __init__(self, stdin: BinaryIO, stdout: BinaryIO, *, initial: bytes = b"",
                  on_close: Callable[[int], None] | None = None,
-                 owns_streams: bool = False) -> None:
+                 owns_streams: bool = False, relay: socket.socket | None = None) -> None:
         self.stdin, self.stdout = stdin, stdout
         self._initial = initial
         self._on_close = on_close
         self._owns = owns_streams
         self._transports: list[asyncio.BaseTransport] = []
+        #: the relay's connection: the session ends when it closes (the editor's server
+        #: process is gone, whether or not the editor ever closes its pipes)
+        self._relay = relay
+        self._watching = False
 
     async def open_writer(self, on_broken: Callable[[], None]) -> Writer:
         loop = asyncio.get_running_loop()
@@ -368,8 +372,31 @@ class StdioConnection:
             self._transports.append(transport)
         except (ValueError, OSError, AttributeError):
             FrameReader(self.stdin, loop, on_body, on_eof, initial).start()
+        if self._relay is not None:
+            relay = self._relay
+
+            def relay_readable() -> None:
+                try:
+                    data = relay.recv(64)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    data = b""
+                if not data:
+                    self._unwatch()
+                    on_eof()
+
+            loop.add_reader(relay.fileno(), relay_readable)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._watching and self._relay is not None:
+            self._watching = False
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._relay.fileno())
 
     def close(self, exit_code: int) -> None:
+        self._unwatch()
         if self._owns:
             for transport in self._transports:
                 transport.close()
