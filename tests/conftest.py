@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from proctools import wait_gone
 
 from sidecar.host.locate import host_pid
 
@@ -33,10 +34,10 @@ def stop_hosts(runtime_dir: str, timeout: float = 5.0) -> list[int]:
             proc = psutil.Process(pid)
             proc.send_signal(signal.SIGTERM)
             procs.append(proc)
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
+    for proc in procs:
+        if not wait_gone(proc, timeout):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
     return pids
 
 

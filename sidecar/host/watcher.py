@@ -10,6 +10,7 @@ host has already reloaded for) reloads nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -27,24 +28,57 @@ def watched_dirs(host: Host) -> set[str]:
 
 
 async def watch_config_files(host: Host, stop: asyncio.Event) -> None:
-    """Reload ``host`` whenever one of its config files changes, until ``stop`` is set."""
+    """Reload ``host`` whenever one of its config files changes, until ``stop`` is set.
+
+    The watching itself runs in a daemon thread (it never holds up the host's exit); changes
+    are handled on the event loop."""
+    import threading
+
     import watchfiles
 
+    loop = asyncio.get_running_loop()
     files = host.config_files
-    while not stop.is_set():
-        dirs = watched_dirs(host)
+    halt = threading.Event()
+    changed: asyncio.Queue[set[str] | None] = asyncio.Queue()
+
+    def watch(dirs: set[str]) -> None:
         try:
-            async for changes in watchfiles.awatch(*dirs, stop_event=stop, recursive=False,
-                                                   debounce=200, step=20,
-                                                   rust_timeout=1000, yield_on_timeout=False):
-                paths = {Path(path) for _, path in changes}
-                if not any(files.is_config_file(p) for p in paths):
+            for changes in watchfiles.watch(*dirs, stop_event=halt, recursive=False,
+                                            debounce=200, step=20, rust_timeout=500,
+                                            yield_on_timeout=False, raise_interrupt=False):
+                loop.call_soon_threadsafe(changed.put_nowait, {path for _, path in changes})
+        except Exception as exc:
+            logger.warning("cannot watch the config files (%s); reload with a save", exc)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(changed.put_nowait, None)
+
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            dirs = watched_dirs(host)
+            halt.clear()
+            threading.Thread(target=watch, args=(dirs,), name="sidecar-config-watch",
+                             daemon=True).start()
+            while True:
+                got = asyncio.ensure_future(changed.get())
+                await asyncio.wait([got, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    got.cancel()
+                    return
+                paths = got.result()
+                if paths is None:
+                    return  # the watcher failed (logged)
+                if not any(files.is_config_file(Path(p)) for p in paths):
                     continue
                 if files.changed_on_disk():
                     logger.info("config changed on disk: reloading")
                     host.reload()
                 if watched_dirs(host) != dirs:
-                    break  # a config file moved to another directory: watch again
-        except (OSError, RuntimeError) as exc:
-            logger.warning("cannot watch the config files (%s); reload with a save", exc)
-            return
+                    halt.set()  # a config file moved to another directory: watch again
+                    while await changed.get() is not None:
+                        pass
+                    break
+    finally:
+        halt.set()
+        stopping.cancel()

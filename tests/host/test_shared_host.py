@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from hostclient import HostClient
+from proctools import wait_gone
 
 from sidecar.host.listener import peer_allowed
 from sidecar.host.locate import HostError, Workspace, host_pid, socket_dir
@@ -60,18 +61,6 @@ async def release(root: Path, text: str = "linted\n") -> None:
 async def host_of(client: HostClient) -> dict:
     info: dict = await client.request("sidecar/hostInfo")
     return info
-
-
-def wait_gone(pid: int, timeout: float = 15.0) -> bool:
-    try:
-        proc = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return True
-    try:
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------------------ sharing

@@ -144,7 +144,7 @@ class SidecarServer(LanguageServer):
 
     def _on_eof(self) -> None:
         if self._stop is not None and not self._stop.is_set():
-            logger.info("client gone (stdin closed); stopping")
+            logger.info("client gone (end of input): ending the session")
             self._exit_code = 0 if self.protocol._shutdown or not self._received else 1
             self._stop.set()
 
