@@ -3,6 +3,7 @@ root whatever ran before."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -68,8 +69,10 @@ def test_quick_start_commands_run_in_one_shell(tmp_path: Path) -> None:
     first, second = quick_start_commands()
     script = "\n".join([first, 'echo "after 1: $? $(pwd -P)"',
                         second, 'echo "after 2: $? $(pwd -P)"'])
+    # The host `sidecar trigger` starts goes where tests/conftest.py stops it.
     env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(log),
-           "REAL_PYTHON": sys.executable, "HOME": str(tmp_path), "NO_COLOR": "1"}
+           "REAL_PYTHON": sys.executable, "HOME": str(tmp_path), "NO_COLOR": "1",
+           "XDG_RUNTIME_DIR": os.environ["XDG_RUNTIME_DIR"]}
     proc = subprocess.run(["sh", "-c", script], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=50)
     out = proc.stdout.splitlines()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sidecar.core.runs import format_duration
+from sidecar.core.durations import format_duration
 
 ICONS = {"success": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "pending": "…"}
 

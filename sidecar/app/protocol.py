@@ -1,8 +1,9 @@
 """Wire types of the sidecar protocol (see ``protocol.md`` at the top of the repository, which is
 normative; this module mirrors it).
 
-* Method and notification names are the ``M_*`` / ``N_*`` constants.
-* Error codes are the ``E_*`` constants (JSON-RPC ``error.code``).
+* Method and notification names (``M_*`` / ``N_*``), the run states and the error codes
+  (``E_*``, JSON-RPC ``error.code``) are defined in :mod:`.methods` (standard library only,
+  for thin clients) and re-exported here.
 * Results and notifications are attrs classes; :data:`converter` unstructures them to JSON with
   camelCase keys (``run_id`` → ``runId``).
 * Request params are validated by :func:`parse_params` against the attrs ``*Params`` classes: a
@@ -26,70 +27,10 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from sidecar.core.events import RunEvent, TriggerEvent
-from sidecar.core.runs import RunSnapshot, RunState
+from sidecar.core.runs import RunSnapshot
 
-from .methods import PROTOCOL_VERSION as PROTOCOL_VERSION
-
-# --------------------------------------------------------------------------- method names
-
-M_COMMANDS = "sidecar/commands"
-M_TRIGGER = "sidecar/trigger"
-M_RUN = "sidecar/run"
-M_WAIT = "sidecar/wait"
-M_CANCEL = "sidecar/cancel"
-M_STATUS = "sidecar/status"
-M_HISTORY = "sidecar/history"
-M_READ_OUTPUT = "sidecar/readOutput"
-M_PREVIEW = "sidecar/preview"
-M_TRIGGER_GRAPH = "sidecar/triggerGraph"
-M_RELOAD = "sidecar/reload"
-M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
-M_SAVE = "sidecar/save"
-M_HOST_INFO = "sidecar/hostInfo"
-
-N_EVENT = "sidecar/event"
-N_RUN_UPDATE = "sidecar/runUpdate"
-N_OUTPUT_CHUNK = "sidecar/outputChunk"
-
-# workspace/executeCommand command ids
-CMD_RUN = "sidecar.run"
-CMD_TRIGGER = "sidecar.trigger"
-CMD_CANCEL = "sidecar.cancel"
-EXECUTE_COMMANDS = (CMD_RUN, CMD_TRIGGER, CMD_CANCEL)
-
-REQUESTS = (
-    M_COMMANDS, M_TRIGGER, M_RUN, M_WAIT, M_CANCEL, M_STATUS, M_HISTORY, M_READ_OUTPUT,
-    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER, M_SAVE,
-)
-NOTIFICATIONS = (N_EVENT, N_RUN_UPDATE, N_OUTPUT_CHUNK)
-
-# --------------------------------------------------------------------------- error codes
-
-E_PARSE_ERROR = -32700
-E_INVALID_REQUEST = -32600
-E_METHOD_NOT_FOUND = -32601
-E_INVALID_PARAMS = -32602
-E_INTERNAL = -32603
-E_COMMAND_NOT_FOUND = -32010
-"""No command of that name in the current configuration."""
-E_CONCURRENCY_LIMIT = -32011
-"""``max_concurrent`` reached and ``on_retrigger = "ignore"``."""
-E_DEBOUNCED = -32012
-"""Refused: within ``debounce_in_ms`` of the command's last start/completion."""
-E_RUN_NOT_FOUND = -32013
-"""No run with that id is known (never existed, or dropped from history)."""
-E_NO_VALID_CONFIG = -32014
-"""No configuration loaded (none found, or broken since start)."""
-E_SHUTTING_DOWN = -32015
-"""The server is shutting down (after ``shutdown``, or the orchestrator stopped)."""
-E_VARIABLE_ERROR = -32016
-"""A ``{{ variable }}`` of the command could not be resolved."""
-E_TRIGGER_CYCLE = -32017
-"""The trigger would re-enter its own chain."""
-
-RUN_STATES = tuple(state.value for state in RunState)
-"""The run states on the wire: the core's :class:`~sidecar.core.runs.RunState` values."""
-FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
+from .methods import *  # noqa: F403  (every name of methods is part of this module)
+from .methods import E_INVALID_PARAMS
 
 
 class SidecarRpcError(Exception):

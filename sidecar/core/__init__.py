@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import CommandConfig, OutputStorageConfig, RunnerConfig
+    from .durations import format_duration
     from .errors import (
         CmdorcError,
         CommandNotFoundError,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
         RunSnapshot,
         RunState,
         TriggerResult,
-        format_duration,
     )
     from .triggers import TriggerContext
     from .workspace import find_config_files
@@ -73,7 +73,7 @@ _MODULES = {
     "RunSnapshot": "runs",
     "RunState": "runs",
     "TriggerResult": "runs",
-    "format_duration": "runs",
+    "format_duration": "durations",
     "TriggerContext": "triggers",
     "find_config_files": "workspace",
 }

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .durations import format_duration as format_duration
+
 if TYPE_CHECKING:
     from .output import OutputCapture
 
@@ -48,25 +50,6 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
 
 class InvalidTransition(RuntimeError):
     pass
-
-
-def format_duration(secs: float) -> str:
-    """``452ms``, ``2.4s``, ``1m 23s``, ``1h 5m``, ``1d 3h``."""
-    if secs < 1:
-        return f"{secs * 1000:.0f}ms"
-    if secs < 60:
-        return f"{secs:.1f}s"
-    mins, s = divmod(int(secs), 60)
-    if mins < 60:
-        return f"{mins}m {s}s"
-    hrs, mins = divmod(mins, 60)
-    if hrs < 24:
-        return f"{hrs}h {mins}m"
-    days, hrs = divmod(hrs, 24)
-    if days < 7:
-        return f"{days}d {hrs}h"
-    weeks, days = divmod(days, 7)
-    return f"{weeks}w {days}d"
 
 
 @dataclass

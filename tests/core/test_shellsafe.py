@@ -253,8 +253,8 @@ def test_saved_file_name_cannot_inject(tmp_path: Path) -> None:
         'command = \'\'\'echo "got: $(printf %s {{ saved_file_relative }})"\'\'\'\n')
     name = "$(touch PWNED).txt"
     (tmp_path / name).write_text("")
-    proc = subprocess.run([sys.executable, "-m", "sidecar", "save", name], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-m", "sidecar", "save", "--wait", name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert f"got: {name}" in proc.stdout
     assert not (tmp_path / "PWNED").exists()

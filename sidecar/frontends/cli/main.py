@@ -1,7 +1,9 @@
 """The ``sidecar`` command line: the parser, and the subcommands that need no host.
 
-``sidecar run NAME``, ``trigger EVENT``, ``save PATH…``, ``preview NAME`` and ``graph`` act on the
-workspace through the service layer (:mod:`.workspace`, imported only for them); ``check``,
+``run``, ``trigger``, ``save``, ``status``, ``history``, ``output``, ``cancel``, ``wait`` and
+``host …`` talk to the workspace's host (:mod:`.remote`, standard library only); with
+``--no-host``, and for ``preview`` and ``graph``, the work is done in this process through the
+service layer (:mod:`.workspace`). Each is imported only when its command runs. ``check``,
 ``init``, ``serve`` (also plain ``sidecar`` when stdin is not a TTY) and ``--version`` are
 here. Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -99,90 +100,232 @@ def version() -> str:
         return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", "-c", action="append", metavar="FILE",
-                        help="config file (repeatable; several files merge). Default: "
-                             "sidecar.toml or cmdorc.toml in the current directory")
-    common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="default: $SIDECAR_LOG, else WARNING")
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized as :func:`shutil.get_terminal_size` would without
+    importing :mod:`shutil` (and with it bz2 and lzma) on every start: argparse makes one
+    for every argument it adds."""
 
-    runtime = argparse.ArgumentParser(add_help=False)
-    runtime.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
-                         help="runtime variable (never shell code; see README \"Safety\")")
-    runtime.add_argument("--json", action="store_true", help="JSON instead of text")
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS", ""))
+            except ValueError:
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns \
+                        if sys.__stdout__ is not None else 80
+                except (AttributeError, ValueError, OSError):
+                    width = 80
+            width = (width or 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
 
-    parser = argparse.ArgumentParser(
-        prog="sidecar", description="Trigger-driven command orchestrator (cmdorc-compatible).")
-    parser.add_argument("--version", action=_VersionAction)
-    sub = parser.add_subparsers(dest="cmd")
 
-    p = sub.add_parser("run", parents=[common, runtime],
-                       help="run a command and the chain it triggers")
+class _Parents:
+    """The option groups subcommands share (argparse ``parents``)."""
+
+    def __init__(self) -> None:
+        self.common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.common.add_argument(
+            "--workspace", "-w", metavar="DIR",
+            help="the workspace root. Default: the nearest directory from here up holding "
+                 "sidecar.toml or cmdorc.toml, else this one")
+        self.common.add_argument(
+            "--config", "-c", action="append", metavar="FILE",
+            help="config file (repeatable; several files merge). Default: sidecar.toml or "
+                 "cmdorc.toml in the workspace root")
+        self.common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                                 help="default: $SIDECAR_LOG, else WARNING")
+        self.no_host = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.no_host.add_argument("--no-host", action="store_true",
+                                  help="run in this process instead of the workspace's host")
+        self.json = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.json.add_argument("--json", action="store_true", help="JSON instead of text")
+        self.vars = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.vars.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                               help="runtime variable (never shell code; see README "
+                                    "\"Safety\")")
+
+
+Sub = Any  # argparse's _SubParsersAction (private)
+
+
+def _add(sub: Sub, name: str, parents: list[argparse.ArgumentParser], text: str,
+         func: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, parents=parents, help=text,
+                                                formatter_class=_Formatter)
+    if func is not None:
+        p.set_defaults(func=func)
+    return p
+
+
+def _run(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "run", [o.common, o.no_host, o.vars, o.json],
+             "run a command and follow the chain it triggers", "run")
     p.add_argument("name")
-    p.set_defaults(func="run")
 
-    p = sub.add_parser("trigger", parents=[common, runtime],
-                       help="fire a trigger and run what follows")
+
+def _trigger(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "trigger", [o.common, o.no_host, o.vars, o.json],
+             "fire a trigger and follow what it starts", "trigger")
     p.add_argument("event")
-    p.set_defaults(func="trigger")
 
-    p = sub.add_parser("save", parents=[common],
-                       help="fire the [on_save] triggers of saved files (for editor/git hooks)")
+
+def _save(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "save", [o.common, o.no_host, o.json],
+             "fire the [on_save] triggers of saved files (for editor/git hooks)", "save")
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func="save")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the runs it starts and their chains; exit with their result")
 
-    p = sub.add_parser("check", parents=[common], help="report config problems")
+
+def _status(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "status", [o.common, o.no_host, o.json],
+             "every command's state and the active runs", "status")
+    p.add_argument("name", nargs="?", metavar="NAME")
+
+
+def _history(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "history", [o.common, o.no_host, o.json],
+             "a command's finished runs, most recent first", "history")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--limit", type=int, default=10, metavar="N", help="default 10; 0: all")
+
+
+def _output(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "output", [o.common], "a run's output (NAME: its newest run)", "output")
+    p.add_argument("run", metavar="RUN|NAME")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing until the run is final; exit with its result")
+
+
+def _cancel(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "cancel", [o.common], "cancel a run, a command's runs, or all", "cancel")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("run", nargs="?", metavar="RUN")
+    which.add_argument("--command", metavar="NAME", help="every active run of NAME")
+    which.add_argument("--all", action="store_true", help="every active run")
+
+
+def _wait(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "wait", [o.common, o.json], "wait for a run to end; exit with its result",
+             "wait")
+    p.add_argument("run", metavar="RUN|NAME")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="give up after S seconds (exit 124; the run goes on)")
+    p.add_argument("--chain", action="store_true", help="also wait for the runs it starts")
+
+
+def _check(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "check", [o.common], "report config problems", cmd_check)
     p.add_argument("files", nargs="*")
     p.add_argument("--json", action="store_true")
     p.add_argument("--hints", action="store_true", help="also show hints")
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("preview", parents=[common, runtime],
-                       help="show what a command would run")
+
+def _preview(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "preview", [o.common, o.vars, o.json], "show what a command would run",
+             "preview")
     p.add_argument("name")
-    p.set_defaults(func="preview")
 
-    p = sub.add_parser("graph", parents=[common], help="show the trigger graph")
+
+def _graph(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "graph", [o.common], "show the trigger graph", "graph")
     p.add_argument("--mermaid", action="store_true", help="Mermaid flowchart")
-    p.add_argument("--json", action="store_true", help="the graph as protocol.md's "
-                   "sidecar/triggerGraph result")
-    p.set_defaults(func="graph")
+    p.add_argument("--json", action="store_true",
+                   help="the graph as protocol.md's sidecar/triggerGraph result")
 
-    p = sub.add_parser("init", parents=[common], help="write a commented sample config")
+
+def _init(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "init", [o.common], "write a commented sample config", cmd_init)
     p.add_argument("path", nargs="?", default=".")
     p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("serve", parents=[common], help="JSON-RPC sidecar on stdio (attached to "
-                       "the workspace's shared host)")
+
+def _serve(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "serve", [o.common],
+             "JSON-RPC sidecar on stdio (attached to the workspace's shared host)", cmd_serve)
     p.add_argument("--standalone", action="store_true",
-                   help="serve in this process with an orchestrator of its own, which ends "
+                   help="serve in its own process with an orchestrator of its own, which ends "
                         "with the session")
-    p.set_defaults(func=cmd_serve)
+
+
+def _host(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "host", [], "the workspace's host: start, status, stop, logs", None)
+    host = p.add_subparsers(dest="host_cmd", required=True, metavar="ACTION")
+    h = _add(host, "start", [o.common], "start the host (if none runs)", "host_start")
+    h.add_argument("--idle-timeout", type=float, metavar="S",
+                   help="exit after S seconds with no client and no run (default: "
+                        "$SIDECAR_HOST_IDLE_TIMEOUT, else [host] idle_timeout_secs, else 60)")
+    h = _add(host, "status", [o.common, o.json], "the running host (exit 1 when none runs)",
+             "host_status")
+    h = _add(host, "stop", [o.common], "stop the host: its runs are cancelled", "host_stop")
+    h = _add(host, "logs", [o.common], "the host's log", "host_logs")
+    h.add_argument("--lines", "-n", type=int, default=50, metavar="N",
+                   help="the last N lines (default 50; 0: all)")
+    h.add_argument("--follow", "-f", action="store_true", help="then print what is added")
+
+
+SUBCOMMANDS = {
+    "run": _run, "trigger": _trigger, "save": _save, "status": _status, "history": _history,
+    "output": _output, "cancel": _cancel, "wait": _wait, "check": _check,
+    "preview": _preview, "graph": _graph, "init": _init, "serve": _serve, "host": _host,
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``sidecar`` parser; with ``only``, with that subcommand alone (what :func:`main`
+    uses when the command line names one: a git hook's ``sidecar save`` builds one
+    subparser, not fourteen)."""
+    parser = argparse.ArgumentParser(
+        prog="sidecar", formatter_class=_Formatter,
+        description="Trigger-driven command orchestrator (cmdorc-compatible). run, trigger, "
+                    "save, status, history, output, cancel and wait talk to the workspace's "
+                    "host; run, trigger and save start it when none runs.")
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="cmd")
+    parents = _Parents()
+    for name, add in SUBCOMMANDS.items():
+        if only is None or name == only:
+            add(sub, parents)
     return parser
+
+
+IN_PROCESS = ("preview", "graph")
+"""Workspace commands that always run in this process (the others talk to the host unless
+``--no-host``)."""
+
+
+def _log_to_stderr(args: argparse.Namespace) -> None:
+    """Log records of in-process work go to stderr (the host logs to its own file)."""
+    import logging
+
+    level = getattr(args, "log_level", None) or os.environ.get("SIDECAR_LOG") or "WARNING"
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(),
+                                                         logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv and not sys.stdin.isatty():
         argv = ["serve"]
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if args.cmd != "serve":  # serve logs with timestamps (see frontends.lsp.configure_logging)
-        level = getattr(args, "log_level", None) or os.environ.get("SIDECAR_LOG") or "WARNING"
-        logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(),
-                                                             logging.WARNING),
-                            format="%(levelname)s %(name)s: %(message)s")
     func = args.func
-    if isinstance(func, str):  # a workspace command: load the service layer only now
-        from . import workspace
+    if isinstance(func, str) and (func in IN_PROCESS or getattr(args, "no_host", False)):
+        _log_to_stderr(args)
+        from . import workspace  # the service layer, only now
 
         func = getattr(workspace, func)
+    elif isinstance(func, str):
+        from . import remote  # the host's client: standard library only
+
+        func = getattr(remote, func)
+    elif args.cmd != "serve":  # serve logs with timestamps (see frontends.lsp.configure_logging)
+        _log_to_stderr(args)
     try:
         return int(func(args))
     except CliError as exc:

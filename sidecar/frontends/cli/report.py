@@ -1,9 +1,14 @@
-"""What the command line shows of a session's notifications.
+"""What the command line shows: runs as they happen, and tables of commands and runs.
 
-:class:`Reporter` is the CLI session's outbox (:class:`sidecar.host.session.Outbox`): it gets
-the same notifications an editor gets and prints them: coloured lines on a terminal, plain
-lines otherwise, or with ``--json`` each notification as one JSON line ``{"method": …,
-"params": …}`` (the wire form of protocol.md).
+:class:`Reporter` prints notifications: it is the outbox (:class:`sidecar.host.session.Outbox`)
+of an in-process session (``--no-host``), and gets the notifications of the runs a host-backed
+command follows (:mod:`.remote`). It prints coloured lines on a terminal, plain lines
+otherwise, or with ``--json`` each notification as one JSON line ``{"method": …, "params": …}``
+(the wire form of protocol.md). :func:`status_table`, :func:`runs_table` and
+:func:`history_table` lay out wire results (``sidecar/status``, ``RunInfo`` lists).
+
+Standard library only (with :mod:`sidecar.app.methods` and :mod:`sidecar.app.present`): the
+host-backed commands import no core.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import os
 from typing import Any, TextIO
 
-from sidecar.app import protocol as P
+from sidecar.app import methods as M
 from sidecar.app.present import icon, run_label, why_label
 
 COLORS = {"running": "36", "success": "32", "failed": "31", "cancelled": "33"}
@@ -36,13 +41,13 @@ class Reporter:
 
     def send(self, message: dict[str, Any]) -> None:
         method, params = message.get("method"), message.get("params") or {}
-        if method == P.N_RUN_UPDATE and params["state"] in P.FINAL_STATES:
+        if method == M.N_RUN_UPDATE and params["state"] in M.FINAL_STATES:
             self.finals.append(params)
         if self.json:
             self.stream.write(json.dumps({"method": method, "params": params}) + "\n")
-        elif method == P.N_OUTPUT_CHUNK:
+        elif method == M.N_OUTPUT_CHUNK:
             self._output(params)
-        elif method == P.N_RUN_UPDATE:
+        elif method == M.N_RUN_UPDATE:
             self._run(params)
         self.stream.flush()
 
@@ -73,12 +78,70 @@ class Reporter:
         self.stream.write(self._c(COLORS.get(state, "0"), line) + "\n")
 
     def exit_code(self) -> int:
-        """0 when every run succeeded; a failed run's exit status (1 when it has none or it
-        is outside 1..125); 1 for a cancelled run."""
-        for run in self.finals:
-            if run["state"] == "failed":
-                code = run["exitCode"]
-                return code if code and 0 < code < 126 else 1
-            if run["state"] == "cancelled":
-                return 1
-        return 0
+        """:func:`exit_code_of` the runs that ended, in the order they ended."""
+        return exit_code_of(self.finals)
+
+
+def exit_code_of(runs: list[dict[str, Any]]) -> int:
+    """The result of runs (``RunInfo``) as an exit code: 0 when every run succeeded; else
+    the first failed or cancelled one decides: a failed run's exit status (1 when it has
+    none or it is outside 1..125), 1 for a cancelled run."""
+    for run in runs:
+        if run["state"] == "failed":
+            code = run["exitCode"]
+            return code if code and 0 < code < 126 else 1
+        if run["state"] == "cancelled":
+            return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------- tables
+def clock(iso: str | None, today: str | None = None) -> str:
+    """``14:03:05`` for an ISO 8601 time of today, ``2026-11-22 14:03:05`` for another day,
+    ``-`` for none."""
+    if not iso:
+        return "-"
+    if today is None:
+        import time
+
+        today = time.strftime("%Y-%m-%d")
+    return iso[11:19] if iso[:10] == today else f"{iso[:10]} {iso[11:19]}"
+
+
+def result_label(run: dict[str, Any]) -> str:
+    """``✓ success in 1.2s``, ``✗ failed in 3.4s (exit 2)``, ``▶ running``."""
+    return f"{icon(run['state'])} {run_label(run['state'], run['exitCode'], run['durationSecs'])}"
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    """Rows as lines with aligned columns (two spaces apart)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows]
+
+
+def status_table(commands: list[dict[str, Any]]) -> list[str]:
+    """Every command of a ``sidecar/status`` result: state, active runs, last run."""
+    rows = [["COMMAND", "STATE", "ACTIVE", "LAST RUN"]]
+    for c in commands:
+        last = c["lastRun"]
+        when = f" at {clock(last['endTime'] or last['startTime'])}" if last else ""
+        rows.append([c["name"], c["state"], str(c["activeCount"]),
+                     result_label(last) + when if last else "-"])
+    return table(rows)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Runs (``RunInfo``) with who started them and why."""
+    rows = [["RUN", "COMMAND", "STATE", "STARTED", "BY", "WHY"]]
+    rows += [[r["runId"], r["command"], result_label(r), clock(r["startTime"]),
+              r["startedBy"], why_label(r["triggerChain"])] for r in runs]
+    return table(rows)
+
+
+def history_table(runs: list[dict[str, Any]]) -> list[str]:
+    """A command's finished runs (``sidecar/history``), most recent first."""
+    rows = [["RUN", "RESULT", "STARTED", "BY", "WHY"]]
+    rows += [[r["runId"], result_label(r), clock(r["startTime"]), r["startedBy"],
+              why_label(r["triggerChain"])] for r in runs]
+    return table(rows)

@@ -1,6 +1,8 @@
-"""The subcommands that act on a workspace's host: ``run``, ``trigger``, ``save`` (which
-follow every run and chain to the end), ``preview`` and ``graph``. Imported only when one of
-them runs, so ``--help``, ``check`` and ``init`` start without the service layer."""
+"""The subcommands that act on a workspace in this process, with a host of their own: ``run``,
+``trigger``, ``save`` (which follow every run and chain to the end), ``status`` and
+``history`` with ``--no-host``; ``preview`` and ``graph`` always. Imported only when one of
+them runs, so ``--help``, ``check``, ``init`` and the host-backed commands (:mod:`.remote`)
+start without the service layer."""
 
 from __future__ import annotations
 
@@ -18,15 +20,25 @@ from sidecar.app.service import Service
 from sidecar.host.host import Host
 from sidecar.host.session import Session
 
-from .common import EXIT_CONFIG, EXIT_INTERRUPTED, CliError, config_paths, err, out, parse_vars
-from .report import Reporter
+from .common import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    CliError,
+    config_files,
+    err,
+    out,
+    parse_vars,
+    workspace_of,
+)
+from .report import Reporter, history_table, status_table
 
 Work = Callable[[Service], Awaitable[None]]
 
 
 def _host(args: argparse.Namespace) -> Host:
     """The workspace's host, with its configuration loaded (or a CliError saying why not)."""
-    host = Host(Path.cwd(), [str(p.resolve()) for p in config_paths(args)])
+    ws = workspace_of(args)
+    host = Host(ws.root, config_files(ws))
     if not host.reload().ok:
         for p in host.config_files.errors():
             sys.stderr.write(p.format() + "\n")
@@ -100,7 +112,7 @@ def trigger(args: argparse.Namespace) -> int:
     async def work(service: Service) -> None:
         result = await service.trigger(P.TriggerParams(event=args.event, vars=variables))
         _report_skipped(result)
-        if not result.started and not result.cancelled:
+        if not result.started and not result.cancelled and not result.skipped:
             err(f"no command listens to {args.event!r}")
 
     return asyncio.run(_drive(args, work))
@@ -118,6 +130,31 @@ def save(args: argparse.Namespace) -> int:
             raise CliError(f"config not loaded: {result.reloaded.message}", EXIT_CONFIG)
 
     return asyncio.run(_drive(args, work, "hook"))
+
+
+def status(args: argparse.Namespace) -> int:
+    """``status --no-host``: the commands as the config and the stored history leave them."""
+    result = P.to_wire(_call(Service(_host(args)).status(P.StatusParams(command=args.name))))
+    if args.json:
+        out(json.dumps({"commands": result["commands"], "activeRuns": []}, indent=2))
+        return 0
+    for line in status_table(result["commands"]):
+        out(line)
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    """``history --no-host``: the runs kept by output storage."""
+    result = P.to_wire(_call(Service(_host(args)).history(
+        P.HistoryParams(command=args.name, limit=args.limit))))
+    if args.json:
+        out(json.dumps(result["runs"], indent=2))
+    elif result["runs"]:
+        for line in history_table(result["runs"]):
+            out(line)
+    else:
+        err(f"{args.name} has no finished runs")
+    return 0
 
 
 def preview(args: argparse.Namespace) -> int:

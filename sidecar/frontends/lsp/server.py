@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -23,9 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cattrs
 from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import default_converter
 from pygls.uris import to_fs_path
 
 from sidecar.app import protocol as P
@@ -51,13 +54,24 @@ class _NoOutbox:
         logger.debug("dropped before the transport opened: %s", message.get("method"))
 
 
+@functools.cache
+def shared_converter() -> cattrs.Converter:
+    """One pygls converter per process, shared by every session of a host: a new one (and
+    the (un)structure functions it generates for the first messages) costs each connection
+    tens of milliseconds, which ``sidecar save`` in a git hook would wait for. pygls only
+    reads it."""
+    converter: cattrs.Converter = default_converter()  # type: ignore[no-untyped-call]
+    return converter
+
+
 class SidecarServer(LanguageServer):
     protocol: SidecarProtocol
 
     def __init__(self, host: Host | None = None, *, owns_host: bool = True) -> None:
         from sidecar import __version__
 
-        super().__init__("cmdsidecar", __version__, protocol_cls=SidecarProtocol)
+        super().__init__("cmdsidecar", __version__, protocol_cls=SidecarProtocol,
+                         converter_factory=shared_converter)
         self.host = host if host is not None else Host(Path.cwd())
         self.owns_host = owns_host
         self.service = Service(self.host, "lsp")

@@ -1,4 +1,6 @@
-"""The ``sidecar`` command line, run as a real subprocess."""
+"""The ``sidecar`` command line, run as a real subprocess. ``run``, ``trigger`` and ``save``
+are tested both through the workspace's host (the default) and in-process (``--no-host``);
+tests/frontends/cli/test_cli_host.py has what only the host does."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ EXAMPLE = ROOT / "examples" / "project"
 pytestmark = pytest.mark.timeout(60)
 
 PY = sys.executable
+
+MODES = pytest.mark.parametrize("mode", [[], ["--no-host"]], ids=["host", "no-host"])
+"""Through the workspace's host, and in this process."""
 
 
 def sidecar(*args: str, cwd: Path, stdin: str | None = "") -> subprocess.CompletedProcess[str]:
@@ -43,9 +48,10 @@ command = "{PY} -c 'import sys; print(\\"testing\\"); sys.exit(3)'"
 """
 
 
-def test_run_streams_chain_and_exit_code_is_the_result(tmp_path: Path) -> None:
+@MODES
+def test_run_streams_chain_and_exit_code_is_the_result(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", CHAIN)
-    proc = sidecar("run", "Lint", cwd=tmp_path)
+    proc = sidecar("run", *mode, "Lint", cwd=tmp_path)
     lines = proc.stdout.splitlines()
     assert "[Lint] linted" in lines
     assert "[Tests] testing" in lines
@@ -54,12 +60,12 @@ def test_run_streams_chain_and_exit_code_is_the_result(tmp_path: Path) -> None:
     assert proc.returncode == 3
 
 
-def test_trigger_json_lines(tmp_path: Path) -> None:
+def test_trigger_json_lines_in_process(tmp_path: Path) -> None:
     """``--json`` prints the notifications an editor gets, in their wire form
-    (protocol.md): lifecycle events from ``orchestrator_started`` to
+    (protocol.md): in-process, lifecycle events from ``orchestrator_started`` to
     ``orchestrator_shutdown``, and runs with every RunInfo field."""
     write(tmp_path / "sidecar.toml", CHAIN.replace("sys.exit(3)", "sys.exit(0)"))
-    proc = sidecar("trigger", "changes_applied", "--json", cwd=tmp_path)
+    proc = sidecar("trigger", "--no-host", "changes_applied", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert {tuple(sorted(m)) for m in lines} == {("method", "params")}
@@ -82,38 +88,43 @@ def test_trigger_json_lines(tmp_path: Path) -> None:
     assert "".join(chunks) == "linted\n"
 
 
-def test_trigger_nobody_listens(tmp_path: Path) -> None:
+@MODES
+def test_trigger_nobody_listens(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", CHAIN)
-    proc = sidecar("trigger", "nothing_here", cwd=tmp_path)
+    proc = sidecar("trigger", *mode, "nothing_here", cwd=tmp_path)
     assert proc.returncode == 0
     assert "no command listens to 'nothing_here'" in proc.stderr
 
 
-def test_run_var_is_not_shell_injected(tmp_path: Path) -> None:
+@MODES
+def test_run_var_is_not_shell_injected(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", '[variables]\nwho = ""\n[[command]]\nname = "Greet"\n'
                                      'command = "echo hello {{ who }}"\n')
     marker = tmp_path / "pwned"
-    proc = sidecar("run", "Greet", "--var", f"who=$(touch {marker}); touch {marker}",
+    proc = sidecar("run", *mode, "Greet", "--var", f"who=$(touch {marker}); touch {marker}",
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"[Greet] hello $(touch {marker}); touch {marker}" in proc.stdout
     assert not marker.exists()
 
 
-def test_run_errors(tmp_path: Path) -> None:
+@MODES
+def test_run_errors(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", CHAIN)
-    proc = sidecar("run", "Nope", cwd=tmp_path)
+    proc = sidecar("run", *mode, "Nope", cwd=tmp_path)
     assert proc.returncode == 1
     assert "unknown command 'Nope'" in proc.stderr and "Lint" in proc.stderr
-    proc = sidecar("run", "Lint", "--var", "novalue", cwd=tmp_path)
+    proc = sidecar("run", *mode, "Lint", "--var", "novalue", cwd=tmp_path)
     assert proc.returncode == 2
     assert "--var expects NAME=VALUE" in proc.stderr
 
 
-def test_missing_config_is_a_clear_error(tmp_path: Path) -> None:
-    proc = sidecar("run", "Lint", cwd=tmp_path)
-    assert proc.returncode == 3
-    assert "no config found" in proc.stderr
+@MODES
+def test_missing_config_is_a_clear_error(tmp_path: Path, mode: list[str]) -> None:
+    for command in (["run", "Lint"], ["trigger", "x"], ["save", "x.py"]):
+        proc = sidecar(command[0], *mode, *command[1:], cwd=tmp_path)
+        assert proc.returncode == 3, proc.stderr
+        assert "no config found" in proc.stderr
 
 
 def test_check_reports_positions_and_exit_code(tmp_path: Path) -> None:
@@ -159,10 +170,11 @@ def test_check_reports_a_value_nested_too_deeply(tmp_path: Path) -> None:
     assert (problem["file"], problem["line"]) == (str(bad), 4)
 
 
-def test_invalid_config_refuses_to_run(tmp_path: Path) -> None:
+@MODES
+def test_invalid_config_refuses_to_run(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", '[[command]]\nname = "A"\ncommand = "true"\n'
                                      'timeout_secs = "soon"\n')
-    proc = sidecar("run", "A", cwd=tmp_path)
+    proc = sidecar("run", *mode, "A", cwd=tmp_path)
     assert proc.returncode == 3
     assert "sidecar.toml:4:16: error:" in proc.stderr
 
@@ -238,16 +250,17 @@ def test_init_sample_tells_hooks_to_call_sidecar_save(tmp_path: Path) -> None:
     assert "`sidecar save" in comment and "sidecar trigger" not in comment, comment
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "app.py").write_text("x = 1\n")
-    proc = sidecar("save", "src/app.py", cwd=tmp_path)
+    proc = sidecar("save", "--wait", "src/app.py", cwd=tmp_path)
     assert any(line.startswith("▶ Lint running  (changes_applied)")
                for line in proc.stdout.splitlines()), proc.stdout + proc.stderr
     assert any(line.startswith("✓ Lint success") for line in proc.stdout.splitlines())
 
 
-def test_bundled_example_main_job(tmp_path: Path) -> None:
+@MODES
+def test_bundled_example_main_job(tmp_path: Path, mode: list[str]) -> None:
     project = tmp_path / "project"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(".cmdorc"))
-    proc = sidecar("trigger", "changes_applied", cwd=project)
+    proc = sidecar("trigger", *mode, "changes_applied", cwd=project)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("Lint", "Tests", "Report"):
         assert any(line.startswith(f"✓ {name} success") for line in proc.stdout.splitlines())
@@ -256,7 +269,8 @@ def test_bundled_example_main_job(tmp_path: Path) -> None:
     assert stored == ["Lint", "Report", "Tests"]
 
 
-def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path) -> None:
+@MODES
+def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path, mode: list[str]) -> None:
     write(tmp_path / "sidecar.toml", '[on_save]\n"src/**/*.py" = "changes_applied"\n'
                                      '[variables]\nsaved_file_relative = ""\n'
                                      '[[command]]\nname = "Lint"\ntriggers = ["changes_applied"]\n'
@@ -264,13 +278,14 @@ def test_save_fires_on_save_triggers_with_the_path(tmp_path: Path) -> None:
     (tmp_path / "src" / "pkg").mkdir(parents=True)
     saved = tmp_path / "src" / "pkg" / "it's.py"
     saved.write_text("x = 1\n")
-    proc = sidecar("save", str(saved), cwd=tmp_path)
+    proc = sidecar("save", *mode, "--wait", str(saved), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "[Lint] linting src/pkg/it's.py" in proc.stdout.splitlines()
-    other = sidecar("save", str(tmp_path / "README.md"), cwd=tmp_path)
+    other = sidecar("save", *mode, str(tmp_path / "README.md"), cwd=tmp_path)
     assert "no [on_save] glob matches" in other.stderr
-    lines = [json.loads(line) for line in
-             sidecar("save", str(saved), "--json", cwd=tmp_path).stdout.splitlines()]
+    os.utime(saved, ns=(saved.stat().st_mtime_ns + 10**9,) * 2)  # another save of it
+    lines = [json.loads(line) for line in sidecar("save", *mode, "--wait", str(saved), "--json",
+                                                  cwd=tmp_path).stdout.splitlines()]
     finals = [m["params"] for m in lines if m["method"] == "sidecar/runUpdate"
               and m["params"]["state"] == "success"]
     assert [(p["command"], p["startedBy"]) for p in finals] == [("Lint", "hook")]
