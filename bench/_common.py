@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,3 +229,27 @@ def write_json(path: str, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=2, sort_keys=False, default=str)
         fh.write("\n")
+
+
+def bench_main(doc: str | None, measure: Callable[[Any], Awaitable[dict[str, Any]]],
+               report: Callable[[dict[str, Any]], str]) -> int:
+    """The command line of a protocol-level benchmark: ``[--quick] [--reps N] [--json OUT]``;
+    runs ``measure(args)``, prints the environment and ``report(results)``."""
+    import argparse
+    import asyncio
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer reps and runs")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write raw samples here")
+    args = ap.parse_args()
+    if args.reps is None:
+        args.reps = 2 if args.quick else 5
+    r = asyncio.run(measure(args))
+    env = r["env"]
+    print(f"python {env['python']} on {env['platform']}, {env['cpus']} cpus, "
+          f"load {env['load_avg']}")
+    print(report(r))
+    if args.json:
+        write_json(args.json, r)
+    return 0

@@ -40,6 +40,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 from _common import (  # noqa: E402
+    bench_main,
     environment,
     fmt_mib,
     fmt_ms,
@@ -47,7 +48,6 @@ from _common import (  # noqa: E402
     markdown_table,
     median,
     ratio,
-    write_json,
 )
 from protocol import BARE_PYGLS, Conn, vm_rss_kib  # noqa: E402
 
@@ -267,22 +267,7 @@ def report(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer reps and runs")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--json", default=None, help="write raw samples here")
-    args = ap.parse_args()
-    if args.reps is None:
-        args.reps = 2 if args.quick else 5
-    r = asyncio.run(main_async(args))
-    env = r["env"]
-    print(f"python {env['python']} on {env['platform']}, {env['cpus']} cpus, "
-          f"load {env['load_avg']}")
-    print(report(r))
-    if args.json:
-        write_json(args.json, r)
-    return 0
+    return bench_main(__doc__, main_async, report)
 
 
 if __name__ == "__main__":

@@ -165,3 +165,19 @@ class HostClient:
     def output(self, run_id: str) -> str:
         return "".join(p["text"] for p in self.notifications("sidecar/outputChunk")
                        if p["runId"] == run_id)
+
+
+def make_gate(root: Path) -> None:
+    """A FIFO ``gate`` in ``root``: a command ``cat gate`` runs until :func:`release`."""
+    os.mkfifo(root / "gate")
+
+
+async def release(root: Path, text: str = "linted\n") -> None:
+    """Let ``cat gate`` finish with ``text`` as its output (opening the FIFO for writing
+    waits until the command has it open for reading)."""
+
+    def write() -> None:
+        with open(root / "gate", "w") as f:
+            f.write(text)
+
+    await asyncio.wait_for(asyncio.to_thread(write), 15)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from hostclient import HostClient
+from hostclient import HostClient, make_gate, release
 from proctools import wait_gone
 
 from sidecar.host.listener import peer_allowed
@@ -43,19 +43,8 @@ triggers = ["sleep"]
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     (tmp_path / "sidecar.toml").write_text(CONFIG)
-    os.mkfifo(tmp_path / "gate")
+    make_gate(tmp_path)
     return tmp_path
-
-
-async def release(root: Path, text: str = "linted\n") -> None:
-    """Let ``cat gate`` (the Lint command) finish: opening the FIFO for writing waits until
-    Lint has it open for reading."""
-
-    def write() -> None:
-        with open(root / "gate", "w") as f:
-            f.write(text)
-
-    await asyncio.wait_for(asyncio.to_thread(write), 15)
 
 
 async def host_of(client: HostClient) -> dict:

@@ -19,7 +19,7 @@ import pytest
 from proctools import wait_gone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "host"))
-from hostclient import HostClient
+from hostclient import HostClient, make_gate, release
 
 from sidecar.host.locate import Workspace, host_pid
 
@@ -66,7 +66,7 @@ triggers = ["sleep"]
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     (tmp_path / "sidecar.toml").write_text(CONFIG)
-    os.mkfifo(tmp_path / "gate")
+    make_gate(tmp_path)
     return tmp_path
 
 
@@ -86,16 +86,6 @@ async def spawn(*args: str, cwd: Path) -> asyncio.subprocess.Process:
         *SIDECAR, *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"})
-
-
-async def release(root: Path, text: str = "released\n") -> None:
-    """Let ``cat gate`` finish (opening the FIFO waits until it is open for reading)."""
-
-    def write() -> None:
-        with open(root / "gate", "w") as f:
-            f.write(text)
-
-    await asyncio.wait_for(asyncio.to_thread(write), 15)
 
 
 def socket_of(root: Path) -> str:
@@ -196,7 +186,7 @@ async def test_save_returns_at_once_while_the_run_it_started_goes_on(root: Path)
         assert (run["command"], run["startedBy"]) == ("Gate", "hook")
         assert run["state"] in ("pending", "running")
         assert run["triggerChain"] == ["saved"]
-        await release(root)
+        await release(root, "released\n")
         assert (await watcher.final(run["runId"]))["state"] == "success"
 
         proc = await asidecar("save", "app.py", cwd=root)  # same file, same mtime
@@ -307,7 +297,7 @@ async def test_cancel_and_wait(root: Path) -> None:
         step1 = (await editor.request("sidecar/trigger", {"event": "steps"}))["started"][0]
         waiter = await spawn("wait", "--chain", "--json", step1["runId"], cwd=root)
         await editor.wait_for(running(editor, "Step2"))
-        await release(root)
+        await release(root, "released\n")
         assert await asyncio.wait_for(waiter.wait(), 15) == 0
         result = json.loads(await waiter.stdout.read())
         assert [r["command"] for r in result["runs"]] == ["Step1", "Step2"]
