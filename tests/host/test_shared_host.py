@@ -303,3 +303,14 @@ async def test_a_broken_config_on_disk_keeps_the_last_good_one_and_tells_everyon
     finally:
         await code.close()
         await vim.close()
+
+
+def test_the_state_directory_can_be_elsewhere(root: Path, tmp_path_factory: pytest.TempPathFactory,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from sidecar.host.locate import connect
+
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("SIDECAR_STATE_DIR", str(state))
+    connect(Workspace(str(root))).close()
+    assert "serving" in (state / "host.log").read_text()
+    assert not (root / ".sidecar").exists()
