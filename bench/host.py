@@ -49,7 +49,7 @@ from _common import (  # noqa: E402
     median,
     ratio,
 )
-from protocol import BARE_PYGLS, Conn, vm_rss_kib  # noqa: E402
+from protocol import BARE_PYGLS, Conn, run_true, spawn_true, vm_rss_kib  # noqa: E402
 
 _SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
 SIDECAR = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "sidecar"]
@@ -74,22 +74,6 @@ command = "true"
 triggers = ["saved"]
 max_concurrent = 0
 """)
-
-
-async def run_true(conn: Conn, n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        res = await conn.request("sidecar/run", {"command": "True", "wait": True})
-        assert res["run"]["state"] == "success", res
-    return (time.perf_counter() - t0) / n
-
-
-async def spawn_true(n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
-        p = await asyncio.create_subprocess_exec("true")
-        await p.wait()
-    return (time.perf_counter() - t0) / n
 
 
 async def fig_run(root: Path, n: int, reps: int) -> dict[str, list[float]]:

@@ -179,19 +179,29 @@ async def fig_initialize(root: Path, reps: int) -> dict[str, list[float]]:
     return out
 
 
+async def run_true(conn: Conn, n: int, command: str = "True") -> float:
+    """Seconds per ``sidecar/run`` ``wait: true`` of a command running ``true``."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        res = await conn.request("sidecar/run", {"command": command, "wait": True})
+        assert res["run"]["state"] == "success", res
+    return (time.perf_counter() - t0) / n
+
+
+async def spawn_true(n: int) -> float:
+    """Seconds per spawn of ``true`` (``create_subprocess_exec`` + ``wait()``): the floor."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = await asyncio.create_subprocess_exec("true")
+        await p.wait()
+    return (time.perf_counter() - t0) / n
+
+
 async def fig_run_true(conn: Conn, n: int, reps: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"sidecar": [], "floor": []}
     for i in range(reps + 1):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            res = await conn.request("sidecar/run", {"command": "True", "wait": True})
-            assert res["run"]["state"] == "success", res
-        side = (time.perf_counter() - t0) / n
-        t0 = time.perf_counter()
-        for _ in range(n):
-            p = await asyncio.create_subprocess_exec("true")
-            await p.wait()
-        floor = (time.perf_counter() - t0) / n
+        side = await run_true(conn, n)
+        floor = await spawn_true(n)
         if i:
             out["sidecar"].append(side)
             out["floor"].append(floor)
