@@ -115,9 +115,14 @@ def socket_dir() -> str:
 
 
 def state_dir(root: str) -> str:
-    """``$SIDECAR_STATE_DIR``, else ``<root>/.sidecar`` (created, with a ``.gitignore`` that
-    ignores everything in it, as pytest does for its cache)."""
-    path = os.environ.get("SIDECAR_STATE_DIR") or os.path.join(root, STATE_DIR_NAME)
+    """``$SIDECAR_STATE_DIR``, else ``<root>/.sidecar``: the host's log lives there."""
+    return os.environ.get("SIDECAR_STATE_DIR") or os.path.join(root, STATE_DIR_NAME)
+
+
+def make_state_dir(root: str) -> str:
+    """:func:`state_dir`, created, with a ``.gitignore`` that ignores everything in it (as
+    pytest does for its cache)."""
+    path = state_dir(root)
     os.makedirs(path, exist_ok=True)
     ignore = os.path.join(path, ".gitignore")
     if not os.path.exists(ignore):
@@ -201,6 +206,7 @@ def spawn_host(ws: Workspace, *, idle_timeout: float | None = None,
     import select
     import subprocess
 
+    make_state_dir(ws.root)
     log_path = ws.log_path
     argv = [sys.executable, "-m", "sidecar.host", "--root", ws.root]
     for f in ws.config_files:

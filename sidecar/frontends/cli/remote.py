@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sidecar.app import methods as M
-from sidecar.host.locate import STATE_DIR_NAME, Workspace, host_pid
+from sidecar.host.locate import host_pid
 
 from .client import Client, Interrupted, Message, RpcError
 from .common import (
@@ -311,12 +311,6 @@ def wait(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------- the host
-def _log_path(ws: Workspace) -> str:
-    """The host's log (``Workspace.log_path`` without creating its directory)."""
-    state = os.environ.get("SIDECAR_STATE_DIR") or os.path.join(ws.root, STATE_DIR_NAME)
-    return os.path.join(state, "host.log")
-
-
 def host_start(args: argparse.Namespace) -> int:
     ws = workspace_of(args)
     config_files(ws)
@@ -329,7 +323,7 @@ def host_start(args: argparse.Namespace) -> int:
             + ("; its idle timeout is unchanged" if args.idle_timeout is not None else ""))
     out(f"pid:    {info['pid']}")
     out(f"socket: {info['socket']}")
-    out(f"log:    {_log_path(ws)}")
+    out(f"log:    {ws.log_path}")
     return 0
 
 
@@ -347,7 +341,7 @@ def host_status(args: argparse.Namespace) -> int:
     out(f"config:      {', '.join(info['configFiles']) or 'none'}")
     out(f"started:     {clock(info['startedAt'])}")
     out(f"socket:      {info['socket']}")
-    out(f"log:         {_log_path(ws)}")
+    out(f"log:         {ws.log_path}")
     out(f"sessions:    {len(others)}" + (f" ({', '.join(others)})" if others else ""))
     out(f"active runs: {len(info['activeRuns'])}")
     if info["activeRuns"]:
@@ -386,7 +380,7 @@ def host_stop(args: argparse.Namespace) -> int:
             os.close(pidfd)
     if not gone:
         raise CliError(f"the host (pid {pid}) did not stop within {STOP_TIMEOUT:g} s; "
-                       f"see {_log_path(ws)}")
+                       f"see {ws.log_path}")
     out(f"stopped the host (pid {pid})")
     return 0
 
@@ -396,7 +390,7 @@ def host_logs(args: argparse.Namespace) -> int:
     until interrupted."""
     import time
 
-    path = _log_path(workspace_of(args))
+    path = workspace_of(args).log_path
     try:
         log = open(path, "rb")
     except FileNotFoundError:
