@@ -3,8 +3,10 @@ wire types' module, which re-exports them, and the core's run states."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from sidecar.app import methods
 from sidecar.app import protocol as P
@@ -32,3 +34,15 @@ def test_the_thin_modules_import_no_core() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_every_request_and_notification_is_in_protocol_md_and_served() -> None:
+    from sidecar.app.service import Service
+    from sidecar.host.host import Host
+
+    text = (Path(__file__).resolve().parents[2] / "protocol.md").read_text()
+    headings = set(re.findall(r"^### `([a-zA-Z/$]+)`", text, re.M))
+    assert set(methods.REQUESTS) | set(methods.NOTIFICATIONS) <= headings
+    served = set(Service(Host(Path.cwd())).operations())
+    session_bound = {methods.M_SET_OUTPUT_FILTER, methods.M_HOST_INFO}
+    assert served | session_bound == set(methods.REQUESTS)
