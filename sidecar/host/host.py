@@ -5,8 +5,9 @@ valid configuration, reconfigured in place by later reloads), the workspace's
 :class:`~sidecar.host.config_files.ConfigFiles`, and the host-wide state of save hooks.
 Sessions (:mod:`sidecar.host.session`, one per client connection) attach to it: they get every
 core event through :meth:`Host.add_listener`, whichever orchestrator is current, and every
-reload through :meth:`Host.on_reload`. A session ending never ends the host; whoever created
-the host closes it (``sidecar serve`` on stdio closes it when its only session ends).
+reload through :meth:`Host.on_reload`. A session ending never ends the host: the host process
+(:mod:`.daemon`) closes it when idle or told to stop, and ``sidecar serve --standalone`` when
+its only session ends.
 
 The operations themselves are in :class:`sidecar.app.service.Service`.
 """

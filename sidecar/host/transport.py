@@ -1,17 +1,19 @@
-"""Transport: framing, flow control and the count of bytes not yet written, per connection.
+"""Transport: connections, flow control and the count of bytes not yet written, per client.
 
 Knows nothing of sessions: a session hands whole messages to a :class:`FramedOutbox`, which
-frames them (:func:`frame`) onto a writer; incoming bytes are cut into message bodies
-(:class:`FrameParser`) for whoever reads them. Today's connection is stdio:
+frames them (:mod:`.framing`) onto a writer; incoming bytes are cut into message bodies for
+whoever reads them. A client is a :data:`Connection`: a pair of byte streams
+(:class:`StdioConnection`: the server's own stdin/stdout, or an editor's pipes handed to the
+host by a ``sidecar serve`` relay) or a socket (:class:`SocketConnection`: the host's Unix
+socket). A connection opens its writer first, then starts reading.
 
 pygls' own ``StdoutWriter`` writes and flushes synchronously on the event loop: a client that
 stops reading fills the pipe and freezes the whole server (and with it every command whose
-output the loop reads). Here stdout and stdin are asyncio pipe transports
-(:func:`open_stdio`): a write goes straight to the pipe when it has room and is buffered by the
-transport otherwise; :attr:`pending_bytes` is what the output streamer checks for its
-backpressure cap (see protocol.md, "Backpressure"). Bodies of ``Content-Length``-framed
-messages are parsed on the loop as they arrive; end of input (the client closed the pipe or
-died) is reported through ``on_eof``.
+output the loop reads). Here writes go through asyncio transports (:class:`TransportWriter`):
+a write goes straight to the pipe or socket when it has room and is queued otherwise;
+:attr:`pending_bytes` is what the output streamer checks for its backpressure cap (see
+protocol.md, "Backpressure"). Closing a connection drops what a client never took. End of
+input (the client closed its end or died) is reported through ``on_eof``.
 
 Streams the event loop cannot poll (a regular file, ``/dev/null``: epoll refuses both) fall
 back to :class:`QueueWriter` / :class:`FrameReader`, which do the same from daemon threads.
