@@ -49,31 +49,21 @@ from _common import (  # noqa: E402
     median,
     ratio,
 )
-from protocol import BARE_PYGLS, Conn, run_true, spawn_true, vm_rss_kib  # noqa: E402
+from protocol import (  # noqa: E402
+    BARE_PYGLS,
+    Conn,
+    run_true,
+    spawn_true,
+    vm_rss_kib,
+    write_workspace,
+)
+
+from sidecar.app.methods import FINAL_STATES  # noqa: E402
 
 _SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
 SIDECAR = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "sidecar"]
 SERVE = [*SIDECAR, "serve"]
 STANDALONE = [*SERVE, "--standalone"]
-FINAL = ("success", "failed", "cancelled")
-
-
-def write_workspace(root: Path) -> None:
-    (root / "sidecar.toml").write_text("""
-[on_save]
-"*.txt" = "saved"
-
-[[command]]
-name = "True"
-command = "true"
-max_concurrent = 0
-
-[[command]]
-name = "OnSave"
-command = "true"
-triggers = ["saved"]
-max_concurrent = 0
-""")
 
 
 async def fig_run(root: Path, n: int, reps: int) -> dict[str, list[float]]:
@@ -104,7 +94,7 @@ async def final_everywhere(clients: list[Conn], sender: Conn) -> float:
 
     for k, c in enumerate(clients):
         def on_update(p: dict[str, Any], k: int = k) -> None:
-            if p["state"] in FINAL and p["command"] == "True":
+            if p["state"] in FINAL_STATES and p["command"] == "True":
                 now = time.perf_counter()
                 if "id" in run_id:
                     if p["runId"] == run_id["id"] and not got[k].done():

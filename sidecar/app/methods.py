@@ -28,6 +28,12 @@ M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
 M_SAVE = "sidecar/save"
 M_HOST_INFO = "sidecar/hostInfo"
 
+M_ATTACH = "sidecar/attach"
+"""relay → host, the first message of a ``sidecar serve`` relay, with the editor's stdin and
+stdout as ``SCM_RIGHTS`` (protocol.md §1.5)."""
+M_DETACH = "sidecar/detach"
+"""host → relay: the session ended; ``params.exitCode`` is the relay's exit status."""
+
 N_EVENT = "sidecar/event"
 N_RUN_UPDATE = "sidecar/runUpdate"
 N_OUTPUT_CHUNK = "sidecar/outputChunk"
@@ -78,7 +84,8 @@ E_TRIGGER_CYCLE = -32017
 __all__ = [
     "PROTOCOL_VERSION", "M_COMMANDS", "M_TRIGGER", "M_RUN", "M_WAIT", "M_CANCEL", "M_STATUS",
     "M_HISTORY", "M_READ_OUTPUT", "M_PREVIEW", "M_TRIGGER_GRAPH", "M_RELOAD",
-    "M_SET_OUTPUT_FILTER", "M_SAVE", "M_HOST_INFO", "N_EVENT", "N_RUN_UPDATE", "N_OUTPUT_CHUNK",
+    "M_SET_OUTPUT_FILTER", "M_SAVE", "M_HOST_INFO", "M_ATTACH", "M_DETACH", "N_EVENT",
+    "N_RUN_UPDATE", "N_OUTPUT_CHUNK",
     "CMD_RUN", "CMD_TRIGGER", "CMD_CANCEL", "EXECUTE_COMMANDS", "REQUESTS", "NOTIFICATIONS",
     "RUN_STATES", "FINAL_STATES", "E_PARSE_ERROR", "E_INVALID_REQUEST", "E_METHOD_NOT_FOUND",
     "E_INVALID_PARAMS", "E_INTERNAL", "E_COMMAND_NOT_FOUND", "E_CONCURRENCY_LIMIT", "E_DEBOUNCED",

@@ -30,6 +30,10 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from sidecar.adapters.local_process import use_pidfd_child_watcher
+from sidecar.app.methods import FINAL_STATES
+from sidecar.core.events import Event, RunEvent
+
 from .host import Host
 from .listener import Listener
 from .locate import DEFAULT_IDLE_TIMEOUT, Workspace, socket_dir
@@ -102,8 +106,6 @@ class HostProcess:
 
     # ------------------------------------------------------------------ run
     async def run(self, sock: socket.socket, ready: Callable[[], None]) -> int:
-        from sidecar.frontends.lsp.server import use_pidfd_child_watcher
-
         loop = asyncio.get_running_loop()
         use_pidfd_child_watcher(loop)
         self._stop = asyncio.Event()
@@ -111,9 +113,9 @@ class HostProcess:
         host.socket_path = self.ws.socket_path
         host.reload()
         host.start()
-        host.add_listener(lambda ev: self._check_idle())
-        self.listener = listener = Listener(sock, self._serve, self._check_attach,
-                                            self._check_idle)
+        host.add_listener(self._on_event)
+        self.listener = listener = Listener(sock, lambda conn: self.session_handler(host, conn),
+                                            self._check_attach, self._check_idle)
         listener.start()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._request_stop, sig.name)
@@ -129,8 +131,7 @@ class HostProcess:
         finally:
             listener.stop()
             with contextlib.suppress(FileNotFoundError):
-                if os.path.exists(self.ws.socket_path):
-                    os.unlink(self.ws.socket_path)
+                os.unlink(self.ws.socket_path)
             await host.close()
             watcher.cancel()
             await asyncio.wait([watcher], timeout=2.0)
@@ -145,9 +146,6 @@ class HostProcess:
         if self._stop is not None:
             self._stop.set()
 
-    async def _serve(self, conn: Connection, attach: dict[str, Any] | None) -> None:
-        await self.session_handler(self.host, conn)
-
     def _check_attach(self, params: dict[str, Any]) -> str | None:
         root = params.get("root")
         files = params.get("configFiles") or []
@@ -159,6 +157,12 @@ class HostProcess:
         return None
 
     # ------------------------------------------------------------------ idle exit
+    def _on_event(self, ev: Event) -> None:
+        # Only a run starting or ending changes whether the host is idle (not its output,
+        # nor its other transitions: this runs for every event).
+        if isinstance(ev, RunEvent) and (ev.previous is None or ev.state in FINAL_STATES):
+            self._check_idle()
+
     @property
     def idle(self) -> bool:
         """No connection open (or being accepted) and the host idle."""
@@ -184,8 +188,8 @@ class HostProcess:
             self._check_idle()
 
 
-def main(argv: Sequence[str] | None = None,
-         session_handler: SessionHandler | None = None) -> int:
+def main(session_handler: SessionHandler, argv: Sequence[str] | None = None) -> int:
+    """The host process serving each connection with ``session_handler``."""
     parser = argparse.ArgumentParser(prog="python -m sidecar.host",
                                      description="a workspace's host (started on demand)")
     parser.add_argument("--root", required=True)
@@ -199,10 +203,6 @@ def main(argv: Sequence[str] | None = None,
                         format=f"%(asctime)s [{os.getpid()}] %(levelname)s %(name)s: "
                                "%(message)s")
     logging.getLogger("pygls").setLevel(logging.WARNING)
-    if session_handler is None:
-        from sidecar.frontends.lsp.server import serve_connection
-
-        session_handler = serve_connection
     ws = Workspace(args.root, args.config)
     socket_dir()  # checks its mode
     proc = HostProcess(ws, session_handler, idle_timeout=args.idle_timeout)

@@ -26,22 +26,18 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sidecar.app.methods import M_ATTACH, M_DETACH
+
 from .framing import frame, split_frame
 from .transport import Connection, SocketConnection, StdioConnection
 
 logger = logging.getLogger("sidecar.host")
 
-M_ATTACH = "sidecar/attach"
-"""relay → host: the first message of a relay's connection (with the editor's stdio)."""
-M_DETACH = "sidecar/detach"
-"""host → relay: the session ended; ``params.exitCode`` is the relay's exit status."""
-
 HANDSHAKE_TIMEOUT = 10.0
 _CREDS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
-Handler = Callable[[Connection, dict[str, Any] | None], Awaitable[None]]
-"""Serves one connection; the dict is the relay's ``sidecar/attach`` params (None for a
-protocol connection)."""
+Handler = Callable[[Connection], Awaitable[object]]
+"""Serves one connection (until it ends)."""
 AttachCheck = Callable[[dict[str, Any]], str | None]
 """Why a relay's ``sidecar/attach`` params are refused (None: accepted)."""
 
@@ -125,8 +121,8 @@ class Listener:
 
     async def _serve(self, conn: socket.socket, pid: int) -> None:
         try:
-            connection, attach = await asyncio.wait_for(_handshake(conn, self.check_attach),
-                                                        HANDSHAKE_TIMEOUT)
+            connection = await asyncio.wait_for(_handshake(conn, self.check_attach),
+                                                HANDSHAKE_TIMEOUT)
         except ConnectionError as exc:  # a probe, or a client that died at once
             logger.debug("dropped a connection from pid %d: %s", pid, exc)
             conn.close()
@@ -136,7 +132,7 @@ class Listener:
             conn.close()
             return
         try:
-            await self.handler(connection, attach)
+            await self.handler(connection)
         except Exception:
             logger.exception("session of pid %d failed", pid)
             with contextlib.suppress(Exception):
@@ -173,8 +169,7 @@ def _send_detach(conn: socket.socket, code: int, message: str | None = None) -> 
     conn.close()
 
 
-async def _handshake(conn: socket.socket, check: AttachCheck | None
-                     ) -> tuple[Connection, dict[str, Any] | None]:
+async def _handshake(conn: socket.socket, check: AttachCheck | None) -> Connection:
     """Read the connection's first message: a relay's ``sidecar/attach`` (with two file
     descriptors), or the first bytes of a protocol connection."""
     data = b""
@@ -204,7 +199,7 @@ async def _handshake(conn: socket.socket, check: AttachCheck | None
             first = None
         if not (isinstance(first, dict) and first.get("method") == M_ATTACH):
             _close_fds(fds)
-            return SocketConnection(conn, data), None
+            return SocketConnection(conn, data)
         params = first.get("params") or {}
         if len(fds) != 2 or not isinstance(params, dict):
             raise ConnectionError(f"{M_ATTACH} without two file descriptors")
@@ -228,7 +223,7 @@ async def _handshake(conn: socket.socket, check: AttachCheck | None
     stdout = os.fdopen(fds[1], "wb", buffering=0)
     return StdioConnection(stdin, stdout, initial=rest,
                            on_close=lambda code: _send_detach(conn, code),
-                           owns_streams=True, relay=conn), params
+                           owns_streams=True, relay=conn)
 
 
 def _close_fds(fds: list[int]) -> None:

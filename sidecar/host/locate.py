@@ -38,7 +38,7 @@ class Workspace:
     """A workspace: ``root`` (absolute, symlinks resolved) and its explicit config files
     (absolute; empty: discovered in the root)."""
 
-    __slots__ = ("config_files", "root")
+    __slots__ = ("_base", "_key", "config_files", "root")
 
     def __init__(self, root: str, config_files: list[str] | tuple[str, ...] = ()) -> None:
         self.root = os.path.realpath(root)
@@ -47,6 +47,8 @@ class Workspace:
         if len(files) == 1 and files[0] == config_file_in(self.root):
             files = ()
         self.config_files = files
+        self._key: str | None = None
+        self._base: str | None = None
 
     @classmethod
     def of_cwd(cls, cwd: str | None = None, *, workspace: str | None = None,
@@ -62,24 +64,32 @@ class Workspace:
     @property
     def key(self) -> str:
         """A short stable name of this workspace and protocol version."""
-        import hashlib
+        if self._key is None:
+            import hashlib
 
-        text = "\0".join((str(PROTOCOL_VERSION), self.root, *self.config_files))
-        return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+            text = "\0".join((str(PROTOCOL_VERSION), self.root, *self.config_files))
+            digest = hashlib.sha256(text.encode("utf-8", "surrogateescape"))
+            self._key = digest.hexdigest()[:20]
+        return self._key
+
+    def _in_socket_dir(self, suffix: str) -> str:
+        if self._base is None:  # the directory is made and checked once per workspace
+            self._base = os.path.join(socket_dir(), self.key)
+        return self._base + suffix
 
     @property
     def socket_path(self) -> str:
-        return os.path.join(socket_dir(), f"{self.key}.sock")
+        return self._in_socket_dir(".sock")
 
     @property
     def lock_path(self) -> str:
         """Held (``flock``) by the host for as long as it lives."""
-        return os.path.join(socket_dir(), f"{self.key}.lock")
+        return self._in_socket_dir(".lock")
 
     @property
     def start_lock_path(self) -> str:
         """Held by a client while it starts the host."""
-        return os.path.join(socket_dir(), f"{self.key}.start")
+        return self._in_socket_dir(".start")
 
     @property
     def state_dir(self) -> str:

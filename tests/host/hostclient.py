@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar.app.methods import FINAL_STATES
 from sidecar.host.framing import FrameParser, frame
 
 SERVE = [sys.executable, "-m", "sidecar", "serve"]
-FINAL = ("success", "failed", "cancelled")
 
 
 class HostClient:
@@ -154,12 +154,12 @@ class HostClient:
 
     async def final(self, run_id: str, timeout: float = 15.0) -> dict[str, Any]:
         result: dict[str, Any] = await self.wait_for(lambda: next(
-            (u for u in self.updates(run_id) if u["state"] in FINAL), None), timeout)
+            (u for u in self.updates(run_id) if u["state"] in FINAL_STATES), None), timeout)
         return result
 
     async def final_of(self, command: str, timeout: float = 15.0) -> dict[str, Any]:
         result: dict[str, Any] = await self.wait_for(lambda: next(
-            (u for u in self.updates(command=command) if u["state"] in FINAL), None), timeout)
+            (u for u in self.updates(command=command) if u["state"] in FINAL_STATES), None), timeout)
         return result
 
     def output(self, run_id: str) -> str:

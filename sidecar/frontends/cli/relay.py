@@ -20,11 +20,9 @@ import socket
 import sys
 from typing import Any
 
+from sidecar.app.methods import M_ATTACH, M_DETACH
 from sidecar.host.framing import FrameParser, frame, split_frame
 from sidecar.host.locate import HostError, Workspace, connect
-
-M_ATTACH = "sidecar/attach"
-M_DETACH = "sidecar/detach"
 
 
 def _read_first_message(fd: int) -> tuple[bytes, dict[str, Any] | None]:
@@ -103,8 +101,14 @@ def relay(config: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, fd)
         os.close(devnull)
-    detach: list[dict[str, Any]] = []
-    parser = FrameParser(lambda body: detach.append(json.loads(body)))
+    detach: list[Any] = []
+
+    def on_body(body: bytes) -> None:
+        message = json.loads(body)
+        if isinstance(message, dict) and message.get("method") == M_DETACH:
+            detach.append(message)
+
+    parser = FrameParser(on_body)
     try:
         while not detach:
             chunk = sock.recv(4096)

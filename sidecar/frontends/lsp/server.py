@@ -31,6 +31,7 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import default_converter
 from pygls.uris import to_fs_path
 
+from sidecar.adapters.local_process import use_pidfd_child_watcher
 from sidecar.app import protocol as P
 from sidecar.app.service import Service
 from sidecar.host.host import Host, Reload
@@ -210,19 +211,6 @@ async def serve_connection(host: Host, conn: Connection) -> int:
     """Serve one client of a shared host (``sidecar serve`` attached, the CLI, agents): its
     own session; ending it never ends the host."""
     return await create_server(host, owns_host=False).run(conn)
-
-
-def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:
-    """Python 3.11 waits for each child in a thread of its own; a pidfd watcher (the default
-    from 3.12 on) waits in the event loop instead, which makes short runs cheaper."""
-    if sys.version_info >= (3, 12) or not sys.platform.startswith("linux"):
-        return
-    try:
-        watcher = asyncio.PidfdChildWatcher()
-        watcher.attach_loop(loop)
-        asyncio.set_child_watcher(watcher)
-    except (OSError, AttributeError, NotImplementedError):
-        logger.debug("pidfd child watcher not available", exc_info=True)
 
 
 # ===================================================================== handlers
