@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import tomllib
 from pathlib import Path
@@ -66,12 +67,19 @@ class OutputFilesStore:
         return d / f"output{self.extension(cmd)}", d / METADATA
 
     def write_metadata(self, result: RunResult) -> None:
+        """Write the run's ``metadata.toml``. An output file kept elsewhere (the run
+        records') is linked into the run directory (copied across file systems)."""
         assert result.metadata_file is not None
         rc = result.resolved_command
         top = result.to_dict()
         for key in _NOT_IN_METADATA_TABLE:
             del top[key]
-        top["output_file"] = result.output_file.name if result.output_file else None
+        output = result.output_file
+        if output is not None and output.parent != result.metadata_file.parent:
+            ext = rc.output_extension if rc and rc.output_extension else \
+                self.settings.output_extension
+            output = _export(output, result.metadata_file.parent / f"output{ext}")
+        top["output_file"] = output.name if output else None
         text = _toml_table(top)
         if rc is not None:
             text += "\n[resolved_command]\n" + _toml_table({
@@ -114,6 +122,20 @@ class OutputFilesStore:
             except (OSError, ValueError, KeyError, tomllib.TOMLDecodeError) as exc:
                 logger.warning("skipping unreadable run directory %s: %s", d, exc)
         return out
+
+
+def _export(source: Path, target: Path) -> Path:
+    """``target`` made the same file as ``source`` (a hard link, else a copy; an empty file
+    when there is no output)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        target.write_bytes(b"")
+    except OSError:
+        shutil.copyfile(source, target)
+    return target
 
 
 def _safe(name: str) -> str:

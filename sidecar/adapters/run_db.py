@@ -121,7 +121,8 @@ class RunRow:
     strict: bool = False
     trigger_event: str | None = None
     trigger_chain: list[str] = field(default_factory=list)
-    upstream_run_ids: list[str] = field(default_factory=list)
+    upstream_run_ids: list[list[str]] = field(default_factory=list)
+    """``[event, run id]`` of each run whose auto-event led to this one, oldest first."""
     started_by: str | None = None
     resolved_command: str | None = None
     cwd: str | None = None

@@ -27,6 +27,9 @@ M_RELOAD = "sidecar/reload"
 M_SET_OUTPUT_FILTER = "sidecar/setOutputFilter"
 M_SAVE = "sidecar/save"
 M_HOST_INFO = "sidecar/hostInfo"
+M_RERUN = "sidecar/rerun"
+M_UNLOCK = "sidecar/unlock"
+M_CLEAN = "sidecar/clean"
 
 M_ATTACH = "sidecar/attach"
 """relay → host, the first message of a ``sidecar serve`` relay, with the editor's stdin and
@@ -46,15 +49,16 @@ EXECUTE_COMMANDS = (CMD_RUN, CMD_TRIGGER, CMD_CANCEL)
 
 REQUESTS = (
     M_COMMANDS, M_TRIGGER, M_RUN, M_WAIT, M_CANCEL, M_STATUS, M_HISTORY, M_READ_OUTPUT,
-    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER, M_SAVE, M_HOST_INFO,
+    M_PREVIEW, M_TRIGGER_GRAPH, M_RELOAD, M_SET_OUTPUT_FILTER, M_SAVE, M_HOST_INFO, M_RERUN,
+    M_UNLOCK, M_CLEAN,
 )
 NOTIFICATIONS = (N_EVENT, N_RUN_UPDATE, N_OUTPUT_CHUNK)
 
 # --------------------------------------------------------------------------- run states
 
-RUN_STATES = ("pending", "running", "success", "failed", "cancelled")
+RUN_STATES = ("pending", "running", "success", "failed", "cancelled", "lost")
 """The run states on the wire (protocol.md §3): the core's ``RunState`` values."""
-FINAL_STATES = ("success", "failed", "cancelled")
+FINAL_STATES = ("success", "failed", "cancelled", "lost")
 """The states a run never leaves."""
 
 # --------------------------------------------------------------------------- error codes
@@ -80,15 +84,18 @@ E_VARIABLE_ERROR = -32016
 """A ``{{ variable }}`` of the command could not be resolved."""
 E_TRIGGER_CYCLE = -32017
 """The trigger would re-enter its own chain."""
+E_RUN_STATE = -32018
+"""The run (or its key's latest run) is in the wrong state for the request: rerun of an active
+run, unlock of a key with no finished run, cancel of a run another process owns."""
 
 __all__ = [
     "PROTOCOL_VERSION", "M_COMMANDS", "M_TRIGGER", "M_RUN", "M_WAIT", "M_CANCEL", "M_STATUS",
     "M_HISTORY", "M_READ_OUTPUT", "M_PREVIEW", "M_TRIGGER_GRAPH", "M_RELOAD",
-    "M_SET_OUTPUT_FILTER", "M_SAVE", "M_HOST_INFO", "M_ATTACH", "M_DETACH", "N_EVENT",
+    "M_SET_OUTPUT_FILTER", "M_SAVE", "M_HOST_INFO", "M_RERUN", "M_UNLOCK", "M_CLEAN", "M_ATTACH", "M_DETACH", "N_EVENT",
     "N_RUN_UPDATE", "N_OUTPUT_CHUNK",
     "CMD_RUN", "CMD_TRIGGER", "CMD_CANCEL", "EXECUTE_COMMANDS", "REQUESTS", "NOTIFICATIONS",
     "RUN_STATES", "FINAL_STATES", "E_PARSE_ERROR", "E_INVALID_REQUEST", "E_METHOD_NOT_FOUND",
     "E_INVALID_PARAMS", "E_INTERNAL", "E_COMMAND_NOT_FOUND", "E_CONCURRENCY_LIMIT", "E_DEBOUNCED",
     "E_RUN_NOT_FOUND", "E_NO_VALID_CONFIG", "E_SHUTTING_DOWN", "E_VARIABLE_ERROR",
-    "E_TRIGGER_CYCLE",
+    "E_TRIGGER_CYCLE", "E_RUN_STATE",
 ]

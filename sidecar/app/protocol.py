@@ -104,6 +104,59 @@ class RunParams:
     """If true, answer with the final run (bounded by ``timeout_ms``)."""
     timeout_ms: int | None = None
     """With ``wait``: give up waiting after this many ms (the run keeps going)."""
+    run_key: str | None = None
+    """Idempotency key (per command): while a run with this key is active it is returned
+    (``existing: true``) instead of a new one; after it ended a new run starts (attempt + 1),
+    unless ``strict``."""
+    strict: bool = False
+    """With ``runKey``: return the key's finished run too, never a second run, until the key
+    is unlocked (``sidecar/unlock``)."""
+
+
+@attrs.define
+class RerunParams:
+    run_id: str | None = None
+    """The finished run to start again."""
+    command: str | None = None
+    """With ``runKey``: the command whose key's latest run to start again."""
+    run_key: str | None = None
+    """With ``command``: start the key's latest run again."""
+    reason: str | None = None
+    """Why (recorded as the new run's ``reason``)."""
+    wait: bool = False
+    """As for ``sidecar/run``."""
+    timeout_ms: int | None = None
+    """As for ``sidecar/run``."""
+
+
+@attrs.define
+class UnlockParams:
+    command: str
+    """The command of the key."""
+    run_key: str
+    """The key whose next strict start may start a new run, once."""
+    reason: str | None = None
+    """Why (becomes the new run's ``reason``)."""
+    ttl_secs: float | None = None
+    """The unlock expires after this many seconds (never, if omitted)."""
+
+
+@attrs.define
+class CleanParams:
+    before: str | None = None
+    """Delete runs that ended before this ISO 8601 time (local time without an offset)."""
+    after: str | None = None
+    """Delete runs that ended at or after this time (with ``before``: a range)."""
+    all: bool = False
+    """Delete every finished run (of ``command``/``runKey``, if given)."""
+    run_id: str | None = None
+    """Delete this run only (not combined with the others)."""
+    command: str | None = None
+    """Only runs of this command."""
+    run_key: str | None = None
+    """Only runs with this key."""
+    dry_run: bool = False
+    """List what would be deleted; delete nothing."""
 
 
 @attrs.define
@@ -125,6 +178,12 @@ class CancelParams:
     """Cancel every active run of this command."""
     all: bool = False
     """Cancel every active run."""
+    run_key: str | None = None
+    """With ``command``: cancel the key's active run only."""
+    reason: str | None = None
+    """Why (the runs' ``comment``; default ``cancelled by client``)."""
+    grace_secs: float | None = None
+    """Seconds between SIGTERM and SIGKILL (default: the host's, 3)."""
 
 
 @attrs.define
@@ -136,9 +195,11 @@ class StatusParams:
 @attrs.define
 class HistoryParams:
     command: str
-    """Command whose finished runs (kept in memory) to list, most recent first."""
+    """Command whose finished runs to list, most recent first."""
     limit: int = 10
     """At most this many runs; 0 or negative = all kept."""
+    run_key: str | None = None
+    """Only the runs with this key (its attempts)."""
 
 
 @attrs.define
@@ -360,7 +421,7 @@ class RunInfo:
     command: str
     """Command name."""
     state: str
-    """``pending`` | ``running`` | ``success`` | ``failed`` | ``cancelled``."""
+    """``pending`` | ``running`` | ``success`` | ``failed`` | ``cancelled`` | ``lost``."""
     trigger_chain: list[str]
     """Events that led to this run, oldest first (empty for a manual ``sidecar/run``)."""
     started_by: str
@@ -392,7 +453,15 @@ class RunInfo:
     output_size: int = 0
     """Bytes of output so far (total when final)."""
     output_file: str | None = None
-    """Path of the stored output file when output storage is on."""
+    """Path of the run's output file (the run records', or ``[output_storage]``'s)."""
+    run_key: str | None = None
+    """The idempotency key it was started with."""
+    attempt: int = 1
+    """Its number among the runs of its key (1 without a key, unless a rerun)."""
+    rerun_of: str | None = None
+    """The run it starts again (a rerun, or a new attempt of a finished key)."""
+    reason: str | None = None
+    """Why it was started again (a rerun's or an unlock's reason)."""
 
     @classmethod
     def of(cls, run: RunSnapshot) -> RunInfo:
@@ -414,6 +483,8 @@ def _run_fields(run: RunSnapshot) -> dict[str, Any]:
         "end_time": _iso(run.end_time), "duration_secs": run.duration_secs,
         "comment": run.comment, "error": run.error, "resolved_command": run.resolved_command,
         "output_size": run.output_size, "output_file": run.output_file,
+        "run_key": run.run_key, "attempt": run.attempt, "rerun_of": run.rerun_of,
+        "reason": run.reason,
     }
 
 
@@ -489,7 +560,7 @@ class TriggerResultWire:
 
 
 @attrs.define
-class RunResultWire:
+class WaitedRun:
     run: RunInfo
     """The run (final when waited for and not timed out)."""
     timed_out: bool = False
@@ -497,8 +568,50 @@ class RunResultWire:
 
 
 @attrs.define
-class WaitResult(RunResultWire):
-    """``sidecar/wait``: a :class:`RunResultWire` plus, with ``chain``, the chain's runs."""
+class RunResultWire(WaitedRun):
+    """``sidecar/run``, ``sidecar/rerun``: the run started (or found, by its key)."""
+
+    existing: bool = False
+    """The run key's rules returned a run already there: nothing was started."""
+    strict_override_used: bool = False
+    """A strict start consumed the key's unlock."""
+
+
+@attrs.define
+class UnlockResult:
+    command: str
+    run_key: str
+    reason: str | None
+    allowed_at: str
+    """ISO 8601 time of the unlock."""
+    expires_at: str | None
+    """ISO 8601 time it expires (null: never)."""
+
+
+@attrs.define
+class CleanedRun:
+    run_id: str
+    command: str
+    run_key: str | None
+    state: str
+    end_time: str | None
+    """ISO 8601 time it ended."""
+
+
+@attrs.define
+class CleanResult:
+    deleted: int
+    """Records deleted (0 with ``dryRun``)."""
+    dry_run: bool
+    runs: list[CleanedRun]
+    """The runs deleted (or that would be)."""
+    errors: list[str]
+    """Output files that could not be deleted (their records are gone)."""
+
+
+@attrs.define
+class WaitResult(WaitedRun):
+    """``sidecar/wait``: the run plus, with ``chain``, the chain's runs."""
 
     runs: list[RunInfo] = attrs.field(factory=list)
     """With ``chain``: the run and every run its events started, transitively (the run first,
@@ -533,7 +646,7 @@ class StatusResult:
 @attrs.define
 class HistoryResult:
     runs: list[RunInfo]
-    """Finished runs kept in memory, most recent first."""
+    """Finished runs, most recent first (from the run records)."""
 
 
 @attrs.define
@@ -641,6 +754,11 @@ class HostInfoResult:
     """Every client attached now, this one included."""
     active_runs: list[RunInfo]
     """Every run not final yet, whoever started it."""
+    records: str | None = None
+    """The run records' database (null: in memory)."""
+    records_problem: str | None = None
+    """Why runs are not being recorded there (read-only directory, full disk), if they are
+    not."""
 
 
 @attrs.define

@@ -11,12 +11,14 @@ these calls, and results and errors back.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from sidecar.adapters.run_db import NotFound, RunDB, WrongState
 from sidecar.core import (
     CmdorcError,
     CommandNotFoundError,
@@ -24,6 +26,8 @@ from sidecar.core import (
     ConcurrencyLimitError,
     DebounceError,
     OrchestratorShutdownError,
+    RunNotFoundError,
+    RunStateError,
     TriggerCycleError,
     VariableResolutionError,
 )
@@ -62,6 +66,10 @@ def core_error(exc: CmdorcError) -> P.SidecarRpcError:
         return P.SidecarRpcError(P.E_SHUTTING_DOWN, str(exc))
     if isinstance(exc, TriggerCycleError):
         return P.SidecarRpcError(P.E_TRIGGER_CYCLE, str(exc))
+    if isinstance(exc, RunStateError):
+        return P.SidecarRpcError(P.E_RUN_STATE, str(exc))
+    if isinstance(exc, RunNotFoundError):
+        return P.SidecarRpcError(P.E_RUN_NOT_FOUND, str(exc))
     return P.SidecarRpcError(P.E_INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
@@ -80,6 +88,20 @@ def _operation(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
 
 def _timeout(ms: int | None) -> float | None:
     return ms / 1000 if ms is not None else None
+
+
+def _iso_ts(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).astimezone().isoformat()
+
+
+def _parse_time(value: str | None, field: str) -> float | None:
+    """An ISO 8601 time (local time without an offset) as Unix seconds."""
+    if value is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise P.InvalidParams(field, f"not an ISO 8601 time: {value!r}") from None
 
 
 class Service:
@@ -125,13 +147,28 @@ class Service:
         return handle
 
     @staticmethod
-    async def _waited(handle: RunHandle, timeout_ms: int | None) -> P.RunResultWire:
-        timed_out = False
+    async def _waited(handle: RunHandle, timeout_ms: int | None) -> bool:
+        """Wait for the run to end; True if ``timeout_ms`` passed first."""
         try:
             await handle.wait(_timeout(timeout_ms))
         except TimeoutError:
-            timed_out = True
-        return P.RunResultWire(run=P.RunInfo.of(handle.result.snapshot()), timed_out=timed_out)
+            return True
+        return False
+
+    async def _started(self, handle: RunHandle, wait: bool,
+                       timeout_ms: int | None) -> P.RunResultWire:
+        """The answer to a start (``sidecar/run``, ``sidecar/rerun``)."""
+        timed_out = await self._waited(handle, timeout_ms) if wait else False
+        return P.RunResultWire(run=P.RunInfo.of(handle.result.snapshot()), timed_out=timed_out,
+                               existing=handle.existing,
+                               strict_override_used=handle.strict_override_used)
+
+    def _records(self) -> RunDB:
+        """The run records' rules (``sidecar/unlock``, ``sidecar/clean``)."""
+        self.orchestrator()
+        records = self.host.records
+        assert records is not None  # created with the orchestrator
+        return records.db
 
     @staticmethod
     def _triggered(res: TriggerResult) -> P.TriggerResultWire:
@@ -164,18 +201,75 @@ class Service:
 
     @_operation
     async def run(self, p: P.RunParams) -> P.RunResultWire:
-        handle = await self._command(p.command).run_command(p.command, vars=p.vars,
-                                                            started_by=self.started_by)
-        if p.wait:
-            return await self._waited(handle, p.timeout_ms)
-        return P.RunResultWire(run=P.RunInfo.of(handle.result.snapshot()))
+        if p.run_key is not None and not p.run_key.strip():
+            raise P.InvalidParams("runKey", "must not be empty")
+        if p.strict and p.run_key is None:
+            raise P.InvalidParams("strict", "needs a runKey")
+        handle = await self._command(p.command).run_command(
+            p.command, vars=p.vars, started_by=self.started_by, run_key=p.run_key,
+            strict=p.strict)
+        return await self._started(handle, p.wait, p.timeout_ms)
+
+    @_operation
+    async def rerun(self, p: P.RerunParams) -> P.RunResultWire:
+        o = self.orchestrator()
+        run_id = p.run_id
+        if (run_id is None) == (p.run_key is None):
+            raise P.InvalidParams("runId", "give either runId, or command and runKey")
+        if run_id is None:
+            if p.command is None:
+                raise P.InvalidParams("command", "runKey needs its command")
+            self._command(p.command)
+            latest = o.get_history(p.command, 1, p.run_key)
+            if not latest:
+                raise P.SidecarRpcError(
+                    P.E_RUN_NOT_FOUND, f"no finished run of {p.command!r} with run key "
+                    f"{p.run_key!r}", {"command": p.command, "runKey": p.run_key})
+            run_id = latest[0].run_id
+        handle = await o.rerun(run_id, reason=p.reason, started_by=self.started_by)
+        return await self._started(handle, p.wait, p.timeout_ms)
+
+    @_operation
+    async def unlock(self, p: P.UnlockParams) -> P.UnlockResult:
+        self._command(p.command)
+        if p.ttl_secs is not None and p.ttl_secs <= 0:
+            raise P.InvalidParams("ttlSecs", "must be positive")
+        try:
+            u = self._records().unlock(p.command, p.run_key, p.reason, p.ttl_secs)
+        except NotFound as exc:
+            raise P.SidecarRpcError(P.E_RUN_NOT_FOUND, str(exc),
+                                    {"command": p.command, "runKey": p.run_key}) from None
+        except WrongState as exc:
+            raise P.SidecarRpcError(P.E_RUN_STATE, str(exc)) from None
+        return P.UnlockResult(command=u.command, run_key=u.run_key, reason=u.reason,
+                              allowed_at=_iso_ts(u.allowed_at),
+                              expires_at=_iso_ts(u.expires_at) if u.expires_at else None)
+
+    @_operation
+    async def clean(self, p: P.CleanParams) -> P.CleanResult:
+        o = self.orchestrator()
+        try:
+            cleaned = self._records().clean(
+                before=_parse_time(p.before, "before"), after=_parse_time(p.after, "after"),
+                all=p.all, run_id=p.run_id, command=p.command, run_key=p.run_key,
+                dry_run=p.dry_run)
+        except ValueError as exc:
+            raise P.InvalidParams("runId" if p.run_id else "all", str(exc)) from None
+        if not cleaned.dry_run:
+            o.forget_runs(r.run_id for r in cleaned.runs)
+        return P.CleanResult(
+            deleted=0 if cleaned.dry_run else len(cleaned.runs), dry_run=cleaned.dry_run,
+            runs=[P.CleanedRun(r.run_id, r.command, r.run_key, r.state,
+                               _iso_ts(r.end_time) if r.end_time else None)
+                  for r in cleaned.runs],
+            errors=cleaned.errors)
 
     @_operation
     async def wait(self, p: P.WaitParams) -> P.WaitResult:
         handle = self._handle(p.run_id)
         if not p.chain:
-            waited = await self._waited(handle, p.timeout_ms)
-            return P.WaitResult(run=waited.run, timed_out=waited.timed_out)
+            timed_out = await self._waited(handle, p.timeout_ms)
+            return P.WaitResult(run=P.RunInfo.of(handle.result.snapshot()), timed_out=timed_out)
         runs = await self.orchestrator().wait_chain([p.run_id], _timeout(p.timeout_ms))
         return P.WaitResult(run=P.RunInfo.of(handle.result.snapshot()),
                             timed_out=not all(r.is_finalized for r in runs),
@@ -187,14 +281,23 @@ class Service:
                                 ("all", p.all or None)) if v is not None]
         if len(given) != 1:
             raise P.InvalidParams("runId", "give exactly one of runId, command, all: true")
+        if p.run_key is not None and p.command is None:
+            raise P.InvalidParams("runKey", "runKey needs its command")
+        if p.grace_secs is not None and p.grace_secs < 0:
+            raise P.InvalidParams("graceSecs", "must be >= 0")
         o = self.orchestrator()
+        why, grace = p.reason or "cancelled by client", p.grace_secs
         if p.run_id is not None:
             self._handle(p.run_id)
-            n = int(await o.cancel_run(p.run_id, "cancelled by client"))
+            n = int(await o.cancel_run(p.run_id, why, grace=grace))
+        elif p.command is not None and p.run_key is not None:
+            ids = [h.run_id for h in self._command(p.command).get_active_handles(p.command)
+                   if h.result.run_key == p.run_key]
+            n = sum([await o.cancel_run(i, why, grace=grace) for i in ids])
         elif p.command is not None:
-            n = await self._command(p.command).cancel_command(p.command, "cancelled by client")
+            n = await self._command(p.command).cancel_command(p.command, why, grace=grace)
         else:
-            n = await o.cancel_all("cancelled by client")
+            n = await o.cancel_all(why, grace=grace)
         return P.CancelResult(cancelled=n)
 
     @_operation
@@ -216,7 +319,7 @@ class Service:
 
     @_operation
     async def history(self, p: P.HistoryParams) -> P.HistoryResult:
-        runs = self._command(p.command).get_history(p.command, p.limit)
+        runs = self._command(p.command).get_history(p.command, p.limit, p.run_key)
         return P.HistoryResult(runs=[P.RunInfo.of(r.snapshot()) for r in runs])
 
     @_operation
@@ -347,6 +450,9 @@ class Service:
             P.M_TRIGGER_GRAPH: (P.NoParams, self.graph),
             P.M_RELOAD: (P.NoParams, self.reload),
             P.M_SAVE: (P.SaveParams, self.save),
+            P.M_RERUN: (P.RerunParams, self.rerun),
+            P.M_UNLOCK: (P.UnlockParams, self.unlock),
+            P.M_CLEAN: (P.CleanParams, self.clean),
         }
 
     async def host_info(self, session: Session | None = None) -> P.HostInfoResult:
@@ -354,6 +460,7 @@ class Service:
         from sidecar import __version__
 
         host = self.host
+        records = host.records
         sessions = sorted(host.sessions, key=lambda s: (s is not session, s.client_name or ""))
         return P.HostInfoResult(
             version=__version__, protocol_version=P.PROTOCOL_VERSION, pid=os.getpid(),
@@ -361,7 +468,9 @@ class Service:
             config_files=[str(p) for p in host.config_files.files],
             started_at=host.started_at.isoformat(),
             sessions=[P.SessionInfo(s.client_name, s is session) for s in sessions],
-            active_runs=[P.RunInfo.of(h.result.snapshot()) for h in host.active_runs()])
+            active_runs=[P.RunInfo.of(h.result.snapshot()) for h in host.active_runs()],
+            records=str(records.db.path) if records and records.db.path else None,
+            records_problem=records.problem if records else None)
 
 
 __all__ = ["Service", "core_error"]

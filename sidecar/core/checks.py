@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import (
     CommandConfig,
+    HistoryConfig,
     HostConfig,
     LoadedFile,
     OutputStorageConfig,
@@ -84,6 +85,7 @@ class _Checker:
         self.variable_source: dict[str, str] = {}  # variable -> file of the winning value
         self.storage: dict[str, Any] = {}
         self.host_settings: dict[str, Any] = {}
+        self.history_settings: dict[str, Any] = {}
         self.on_save: dict[str, list[str]] = {}
 
     # ---- positions ------------------------------------------------------------------------
@@ -165,11 +167,12 @@ class _Checker:
             )
 
     def merge(self) -> None:
-        """Last file wins for [variables], [output_storage] and [host] (a warning on each override);
-        [on_save] triggers accumulate."""
+        """Last file wins for [variables], [output_storage], [host] and [history] (a warning on
+        each override); [on_save] triggers accumulate."""
         var_sources: dict[str, str] = {}
         storage_sources: dict[str, str] = {}
         host_sources: dict[str, str] = {}
+        history_sources: dict[str, str] = {}
         for f, parsed in self.parsed:
             for key, value in parsed.variables.items():
                 self._merge_value(f.name, "variables", key, value, self.variables, var_sources,
@@ -180,6 +183,9 @@ class _Checker:
             for key, value in parsed.host.items():
                 self._merge_value(f.name, "host", key, value, self.host_settings,
                                   host_sources, f"host.{key}")
+            for key, value in parsed.history.items():
+                self._merge_value(f.name, "history", key, value, self.history_settings,
+                                  history_sources, f"history.{key}")
             for glob, triggers in parsed.on_save.items():
                 merged = self.on_save.setdefault(glob, [])
                 merged.extend(t for t in triggers if t not in merged)
@@ -369,6 +375,7 @@ class _Checker:
             output_storage=OutputStorageConfig(**storage),
             on_save={k: list(v) for k, v in self.on_save.items()},
             base_dir=base_dir, sources=sources, host=HostConfig(**self.host_settings),
+            history=HistoryConfig(**self.history_settings),
         )
 
 

@@ -36,6 +36,7 @@ COMMAND_KEYS: dict[str, str] = {
     "loop_detection": "boolean",
     "keep_history": "integer",
     "output_extension": "string",
+    "keep_runs": "integer",
 }
 OUTPUT_STORAGE_KEYS: dict[str, str] = {
     "directory": "string",
@@ -45,12 +46,18 @@ OUTPUT_STORAGE_KEYS: dict[str, str] = {
 HOST_KEYS: dict[str, str] = {
     "idle_timeout_secs": "number",
 }
+HISTORY_KEYS: dict[str, str] = {
+    "keep_runs": "integer",
+    "store": "string",
+}
+HISTORY_STORES = ("sqlite", "memory")
 TOP_LEVEL_KEYS: dict[str, str] = {
     "variables": "table of strings",
     "command": "array of tables",
     "output_storage": "table",
     "on_save": "table",
     "host": "table",
+    "history": "table",
 }
 ON_RETRIGGER = ("cancel_and_restart", "ignore")
 DEBOUNCE_MODES = ("start", "completion")
@@ -86,6 +93,8 @@ def _extension_ok(value: str) -> bool:
 
 _KEEP_HISTORY = Rule("keep_history", _optional(lambda v: v >= -1),
                      "keep_history must be -1 (unlimited), 0 (off) or a positive count")
+_KEEP_RUNS = Rule("keep_runs", _optional(lambda v: v == -1 or v > 0),
+                  "keep_runs must be -1 (unlimited) or a positive count")
 _OUTPUT_EXTENSION = Rule("output_extension", _optional(_extension_ok),
                          "output_extension must start with '.' and contain no path separator")
 
@@ -94,6 +103,11 @@ OUTPUT_STORAGE_RULES: tuple[Rule, ...] = (_KEEP_HISTORY, _OUTPUT_EXTENSION)
 #: The rules of ``[host]`` / :class:`HostConfig`.
 HOST_RULES: tuple[Rule, ...] = (
     Rule("idle_timeout_secs", _optional(lambda v: v > 0), "idle_timeout_secs must be positive"),
+)
+#: The rules of ``[history]`` / :class:`HistoryConfig`.
+HISTORY_RULES: tuple[Rule, ...] = (
+    _KEEP_RUNS,
+    Rule("store", lambda v: v in HISTORY_STORES, "store must be 'sqlite' or 'memory'"),
 )
 #: The rules of ``[[command]]`` / :class:`CommandConfig`, in checking order.
 COMMAND_RULES: tuple[Rule, ...] = (
@@ -110,6 +124,7 @@ COMMAND_RULES: tuple[Rule, ...] = (
     Rule("keep_in_memory", lambda v: v >= -1, "keep_in_memory must be -1 (unlimited) or >= 0"),
     _KEEP_HISTORY,
     _OUTPUT_EXTENSION,
+    _KEEP_RUNS,
 )
 
 
@@ -161,6 +176,7 @@ class CommandConfig:
     loop_detection: bool = True
     keep_history: int | None = None
     output_extension: str | None = None
+    keep_runs: int | None = None
 
     def __post_init__(self) -> None:
         _enforce(self, COMMAND_RULES)
@@ -181,6 +197,25 @@ class HostConfig:
 
 
 @dataclass
+class HistoryConfig:
+    """``[history]``: the run records (every run, its state and output)."""
+
+    keep_runs: int = 1000
+    """Finished runs kept per command, with their output (-1: all); a command's own
+    ``keep_runs`` wins."""
+    store: str = "sqlite"
+    """``sqlite``: in ``<workspace>/.sidecar/runs.db``, shared by every process of the
+    workspace and kept across restarts; ``memory``: this process's only. Read when the
+    host starts."""
+
+    def __post_init__(self) -> None:
+        _enforce(self, HISTORY_RULES)
+
+    def keep(self, cmd: CommandConfig) -> int:
+        return cmd.keep_runs if cmd.keep_runs is not None else self.keep_runs
+
+
+@dataclass
 class RunnerConfig:
     """Everything an orchestrator needs: commands, global variables, output storage.
 
@@ -196,6 +231,7 @@ class RunnerConfig:
     base_dir: Path | None = None
     host: HostConfig = field(default_factory=HostConfig)
     sources: dict[str, str] = field(default_factory=dict)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +262,7 @@ class ParsedFile:
     on_save: dict[str, list[str]]
     problems: list[PathProblem]
     host: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
 
 
 def _type_ok(value: Any, kind: str) -> bool:
@@ -285,6 +322,7 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
     storage = _settings(data, "output_storage", OUTPUT_STORAGE_KEYS, OUTPUT_STORAGE_RULES,
                         problems)
     host = _settings(data, "host", HOST_KEYS, HOST_RULES, problems)
+    history = _settings(data, "history", HISTORY_KEYS, HISTORY_RULES, problems)
 
     on_save: dict[str, list[str]] = {}
     raw_on_save = data.get("on_save", {})
@@ -310,7 +348,8 @@ def validate_data(data: Mapping[str, Any], name: str, base_dir: Path | None) -> 
             if cmd is not None:
                 commands.append(cmd)
                 indexes.append(i)
-    return ParsedFile(name, variables, commands, indexes, storage, on_save, problems, host)
+    return ParsedFile(name, variables, commands, indexes, storage, on_save, problems, host,
+                      history)
 
 
 def _settings(data: Mapping[str, Any], table: str, keys: Mapping[str, str],

@@ -92,3 +92,12 @@ class TriggerCycleError(CmdorcError):
         super().__init__(
             f"Trigger cycle detected: {' -> '.join([*cycle_path, event_name])}"
         )
+
+
+class RunStateError(CmdorcError):
+    """The run (or its run key's latest run) is in the wrong state for the request: a rerun
+    or unlock while it is active, a cancel of a run another process owns."""
+
+
+class RunNotFoundError(CmdorcError):
+    """No run with that id (or run key) is recorded."""

@@ -4,12 +4,17 @@ API and semantics follow cmdorc (see README "Python API"); the additions are the
 (:meth:`CommandOrchestrator.subscribe`, :meth:`add_listener`), ``vars=`` on :meth:`trigger`
 (runtime variables, passed safely to the shell), :class:`TriggerResult` from :meth:`trigger`,
 :meth:`read_output`, ``started_by=`` on :meth:`trigger` and :meth:`run_command` (who caused a
-run; its chain inherits it), filled ``upstream_run_ids`` and :meth:`wait_chain`.
+run; its chain inherits it), filled ``upstream_run_ids`` and :meth:`wait_chain`, run keys
+(``run_key=``/``strict=`` on :meth:`run_command`, :meth:`rerun`), ``grace=`` on the cancels,
+:meth:`forget_runs`.
 
-Processes and stored runs are reached through the ports of :mod:`.ports` (``executor=``,
-``store=``). Without them the orchestrator uses the local adapters of :mod:`sidecar.adapters`,
-imported lazily by :func:`_local_executor` / :func:`_output_files_store`: this module never
-imports ``sidecar.adapters`` at module level.
+Processes, cmdorc's output files and the run records are reached through the ports of
+:mod:`.ports` (``executor=``, ``store=``, ``records=``). Without them the orchestrator uses the
+local adapters of :mod:`sidecar.adapters`, imported lazily by the factory functions at the end
+of this module: this module never imports ``sidecar.adapters`` at module level.
+
+With durable records (:attr:`~.ports.RunRecords.durable`) the history, and any run not in
+memory, are read from the records; otherwise from memory (``keep_in_memory``) as in cmdorc.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +39,22 @@ from .errors import (
     ConfigValidationError,
     DebounceError,
     OrchestratorShutdownError,
+    RunNotFoundError,
+    RunStateError,
     TriggerCycleError,
     VariableResolutionError,
 )
 from .events import Event, EventBus, Listener, OutputEvent, RunEvent, Subscription, TriggerEvent
-from .output import OutputCapture
-from .ports import DEFAULT_GRACE, Execution, Executor, RunStore
-from .runs import CommandStatus, ResolvedCommand, RunHandle, RunResult, RunState, TriggerResult
+from .output import SPILL_AT, OutputCapture
+from .ports import DEFAULT_GRACE, Execution, Executor, RunRecords, RunStore
+from .runs import (
+    CommandStatus,
+    ResolvedCommand,
+    RunHandle,
+    RunResult,
+    RunState,
+    TriggerResult,
+)
 from .templates import Resolver, needs_shell
 from .triggers import TriggerContext, TriggerIndex, matches
 
@@ -47,6 +62,11 @@ logger = logging.getLogger("sidecar")
 
 EventCallback = Callable[[RunHandle | None, Any], Awaitable[None] | None]
 MAX_CHAIN = 200
+#: Most runs per command loaded into memory from durable records when it is registered.
+LOADED_HISTORY = 100
+#: Seconds between two reads of the record of a run another process owns (growing from the
+#: first to the second) while someone waits for it.
+FOLLOW_POLL = (0.02, 0.5)
 _FINAL_EVENT = {
     RunState.SUCCESS: "command_success",
     RunState.FAILED: "command_failed",
@@ -78,12 +98,23 @@ class _Command:
         return old[: len(old) - len(self.history)]
 
 
+@dataclass(frozen=True)
+class _KeyRequest:
+    """How a start treats its run key: ``strict`` returns a finished run of the key;
+    ``rerun_of`` (a rerun) starts a new run whatever the strictness."""
+
+    run_key: str | None
+    strict: bool = False
+    rerun_of: str | None = None
+    reason: str | None = None
+
+
 class _Run:
     """A live run: its command's entry, record, process and the context its auto-events
     extend."""
 
     __slots__ = ("entry", "result", "context", "process", "task", "cancel_comment", "stopping",
-                 "timed_out", "seq")
+                 "timed_out", "seq", "grace")
 
     def __init__(self, entry: _Command, result: RunResult, context: TriggerContext) -> None:
         self.entry = entry
@@ -95,6 +126,7 @@ class _Run:
         self.stopping: asyncio.Future[Any] | None = None
         self.timed_out = False
         self.seq = 0
+        self.grace: float | None = None  # a cancel's SIGTERM → SIGKILL delay
 
 
 class CommandOrchestrator:
@@ -107,7 +139,8 @@ class CommandOrchestrator:
     ``store`` keeps finished runs (default: an
     :class:`~sidecar.adapters.output_files.OutputFilesStore` of ``config.output_storage``; an
     injected store is used as it is configured, and :meth:`reload_config` passes it the new
-    ``[output_storage]`` settings).
+    ``[output_storage]`` settings). ``records`` records every run and decides run keys
+    (default: :class:`~sidecar.adapters.sqlite_records.SQLiteRecords` in memory).
     """
 
     def __init__(
@@ -118,6 +151,7 @@ class CommandOrchestrator:
         grace_secs: float = DEFAULT_GRACE,
         executor: Executor | None = None,
         store: RunStore | None = None,
+        records: RunRecords | None = None,
     ) -> None:
         if not isinstance(config, RunnerConfig):
             config = RunnerConfig(commands=list(config))
@@ -125,6 +159,10 @@ class CommandOrchestrator:
         self._vars: dict[str, str] = {**config.vars, **(vars or {})}
         self._executor = executor if executor is not None else _local_executor()
         self._store = store if store is not None else _output_files_store(config.output_storage)
+        self._records = records if records is not None else _memory_records()
+        # Runs other processes own, read from the records, followed while someone waits.
+        self._followed: dict[str, RunResult] = {}
+        self._followers: set[asyncio.Future[Any]] = set()
         self._grace = grace_secs
         self._commands: dict[str, _Command] = {}
         self._runs: dict[str, _Run] = {}  # active runs: not final yet
@@ -153,11 +191,27 @@ class CommandOrchestrator:
             raise ConfigValidationError(f"Duplicate command name '{cmd.name}'")
         entry = _Command(cmd)
         self._commands[cmd.name] = entry
-        if self._store.enabled(cmd) and cmd.keep_in_memory != 0:
-            for result in self._store.load_history(cmd, cmd.keep_in_memory):
-                entry.history.append(result)
-                entry.latest = result
-                self._by_id[result.run_id] = result
+        self._load_history(entry)
+
+    def _load_history(self, entry: _Command) -> None:
+        """A newly registered command's recent runs, from the records when they are durable,
+        else from cmdorc's output files (``keep_in_memory`` of them; at most
+        :data:`LOADED_HISTORY` from durable records, which serve the rest)."""
+        cmd = entry.config
+        keep = cmd.keep_in_memory
+        if keep == 0:
+            return
+        if self._records.durable:
+            limit = LOADED_HISTORY if keep < 0 else min(keep, LOADED_HISTORY)
+            runs = list(reversed(self._records.history(cmd.name, limit)))
+        elif self._store.enabled(cmd):
+            runs = self._store.load_history(cmd, keep)
+        else:
+            return
+        for result in runs:
+            entry.history.append(result)
+            entry.latest = result
+            self._by_id[result.run_id] = result
 
     def _reindex(self) -> None:
         self._resolved_cache.clear()
@@ -201,6 +255,7 @@ class CommandOrchestrator:
             entry = old.get(cmd.name)
             if entry is None:
                 entry = _Command(cmd)
+                self._load_history(entry)
             else:
                 self._forget(entry.reconfigure(cmd))
             self._commands[cmd.name] = entry
@@ -228,6 +283,11 @@ class CommandOrchestrator:
     @property
     def output_storage(self) -> OutputStorageConfig:
         return self.config.output_storage
+
+    @property
+    def records(self) -> RunRecords:
+        """The run records (every run's record, the run-key rules)."""
+        return self._records
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> CommandOrchestrator:
@@ -281,6 +341,8 @@ class CommandOrchestrator:
                 for run in list(self._live.values()):
                     if run.process is not None:
                         run.process.kill_now()
+        for follower in self._followers:
+            follower.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         return {"cancelled_count": cancelled, "completed_count": len(tasks) - cancelled,
@@ -499,10 +561,16 @@ class CommandOrchestrator:
 
     # ------------------------------------------------------------------ running
     async def run_command(self, name: str, vars: Mapping[str, str] | None = None, *,
-                          started_by: str | None = None) -> RunHandle:
+                          started_by: str | None = None, run_key: str | None = None,
+                          strict: bool = False) -> RunHandle:
         """Start a command now (manual run: empty trigger chain). ``vars`` are runtime
         variables, never shell code (see :mod:`.shellsafe`). ``started_by`` names who asked
         (the run's ``started_by``; runs its auto-events start inherit it).
+
+        ``run_key`` makes the start idempotent (orchesjob's rules, per command): while a run
+        with that key is active, that run is returned (``handle.existing``), never a second
+        one, whichever process owns it; once it has ended a new run starts (attempt + 1),
+        unless ``strict``: then the finished run is returned until the key is unlocked.
 
         Raises CommandNotFoundError, DebounceError, ConcurrencyLimitError,
         VariableResolutionError, OrchestratorShutdownError.
@@ -510,8 +578,30 @@ class CommandOrchestrator:
         if self._shutting_down:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
         entry = self._entry(name)
+        key = _KeyRequest(run_key, strict) if run_key is not None else None
         return await self._start(entry, None, TriggerContext(vars=dict(vars or {}),
-                                                             started_by=started_by))
+                                                             started_by=started_by), key=key)
+
+    async def rerun(self, run_id: str, *, reason: str | None = None,
+                    started_by: str | None = None) -> RunHandle:
+        """Start a finished run again: the same command (as configured now) with the same
+        runtime variables and run key, ``rerun_of`` set and the next attempt number, whatever
+        the strictness. Raises RunNotFoundError (also for a command no longer configured),
+        RunStateError (the run, or its key, is active), and what :meth:`run_command`
+        raises."""
+        if self._shutting_down:
+            raise OrchestratorShutdownError("Orchestrator is shutting down")
+        source = self._lookup_run(run_id)
+        if source is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if not source.is_finalized:
+            raise RunStateError(f"run {run_id} of {source.command_name!r} is still "
+                                f"{source.state.value}; only a finished run can be rerun")
+        entry = self._entry(source.command_name)
+        key = _KeyRequest(source.run_key, rerun_of=run_id, reason=reason)
+        context = TriggerContext(vars=dict(source.runtime_vars),
+                                 started_by=started_by or source.started_by)
+        return await self._start(entry, None, context, key=key)
 
     def preview_command(self, name: str, vars: Mapping[str, str] | None = None) -> ResolvedCommand:
         """What :meth:`run_command` would execute, without running it."""
@@ -564,13 +654,26 @@ class CommandOrchestrator:
             raise ConcurrencyLimitError(cfg.name, active, cfg.max_concurrent, cfg.on_retrigger)
         return list(entry.active)
 
+    def _keyed_run(self, cfg: CommandConfig, key: _KeyRequest | None) -> RunHandle | None:
+        """The run a start with ``key`` returns instead of starting one, if any (a read:
+        :meth:`RunRecords.claim` decides for good)."""
+        if key is None or key.run_key is None or key.rerun_of is not None:
+            return None
+        found = self._records.lookup(cfg.name, key.run_key, key.strict)
+        return RunHandle(self._adopt(found), existing=True) if found is not None else None
+
     async def _start(self, entry: _Command, event: str | None, context: TriggerContext,
-                     upstream: list[tuple[str, str]] | None = None) -> RunHandle:
+                     upstream: list[tuple[str, str]] | None = None, *,
+                     key: _KeyRequest | None = None) -> RunHandle:
         """Start a run of ``entry`` in ``context``; ``upstream`` is its
-        ``upstream_run_ids`` (default: the context's)."""
+        ``upstream_run_ids`` (default: the context's). ``key``: its run key's rules
+        (:meth:`run_command`) may return a run already there instead."""
         if self._is_shutdown:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
         cfg = entry.config
+        existing = self._keyed_run(cfg, key)
+        if existing is not None:
+            return existing
         to_cancel = self._check_policy(entry)
         resolved = self._resolve(cfg, context.vars)
         entry.last_start = time.monotonic()
@@ -582,6 +685,10 @@ class CommandOrchestrator:
             # Another start may have slipped in while we waited: the policy decides again.
             # (A run that cannot be waited for here, e.g. the one whose own auto-event is
             # restarting it, is already told to stop; it is not waited for twice.)
+            # A start of the same key may have slipped in too: it is the run to return.
+            existing = self._keyed_run(cfg, key)
+            if existing is not None:
+                return existing
             to_cancel = [r for r in self._check_policy(entry, debounce=False)
                          if r.run_id not in cancelled]
         if self._is_shutdown:
@@ -591,9 +698,28 @@ class CommandOrchestrator:
         result = RunResult(command_name=cfg.name, trigger_event=event,
                            trigger_chain=list(context.history), resolved_command=resolved,
                            upstream_run_ids=upstream, started_by=context.started_by)
+        result.runtime_vars = dict(context.vars)
         if self._store.enabled(cfg):
             result.output_file, result.metadata_file = self._store.paths(cfg, result.run_id)
-        result.capture = OutputCapture(result.output_file)
+        # Durable records: the output goes to its file as it arrives (a run whose process
+        # dies keeps it); else it stays in memory up to SPILL_AT.
+        streamed = self._records.output_path(cfg.name, result.run_id)
+        if streamed is not None:
+            result.output_file = streamed
+        result.capture = OutputCapture(result.output_file,
+                                       spill_at=0 if streamed is not None else SPILL_AT)
+        # From here to the run's registration nothing awaits: a concurrent start of the same
+        # key in this process finds it.
+        if key is not None:
+            result.run_key, result.rerun_of, result.reason = key.run_key, key.rerun_of, key.reason
+            claim = self._records.claim(result, strict=key.strict,
+                                        rerun=key.rerun_of is not None)
+            if claim.existing:
+                return RunHandle(self._adopt(claim.run), existing=True)
+            override = claim.strict_override_used
+        else:
+            self._records.record(result)
+            override = False
         run = _Run(entry, result, TriggerContext(set(context.seen), list(context.history),
                                                  dict(context.vars), context.started_by,
                                                  upstream))
@@ -610,6 +736,7 @@ class CommandOrchestrator:
         def on_start(execution: Execution, run: _Run = run) -> None:
             # The one place a run becomes running: its process exists, no output is read yet.
             run.process = execution
+            run.result.pid = getattr(execution, "pid", None)
             if run.result.state is RunState.PENDING:
                 run.result.transition(RunState.RUNNING)
 
@@ -637,10 +764,11 @@ class CommandOrchestrator:
         else:
             if run.stopping is None and (run.cancel_comment is not None or result.is_finalized):
                 # Cancelled, or marked final (mark_*), while it was being spawned.
-                run.stopping = self._spawn(run.process.terminate(self._grace))
+                run.stopping = self._spawn(run.process.terminate(
+                    self._grace if run.grace is None else run.grace))
             task = asyncio.get_running_loop().create_task(self._supervise(run))
         self._track(run, task)
-        return RunHandle(result)
+        return RunHandle(result, strict_override_used=override)
 
     def _track(self, run: _Run, task: asyncio.Task[None]) -> None:
         """``task`` supervises ``run``: it ends once the run is final and its final
@@ -730,12 +858,18 @@ class CommandOrchestrator:
         """``on_change`` of every run started here: called by :meth:`RunResult.transition`,
         the one place states change, whoever calls it (the orchestrator or ``mark_*``).
 
-        A final state is booked first (:meth:`_book_final`), so that whoever sees the
-        RunEvent announcing it finds status, history and output already up to date.
+        A final state is booked first (:meth:`_book_final`), and every state recorded, so
+        that whoever sees the RunEvent announcing it finds status, history, records and
+        output already up to date.
         """
         run = self._runs.get(result.run_id)
-        if run is not None and run.result is result and result.state.is_final:
-            self._book_final(run)
+        ended = run if run is not None and run.result is result and result.state.is_final \
+            else None
+        if ended is not None:
+            self._book_final(ended)
+        self._records.record(result)
+        if ended is not None:
+            self._records.prune(result.command_name, self.config.history.keep(ended.entry.config))
         self._publish_run(result, previous)
 
     def _book_final(self, run: _Run) -> None:
@@ -784,46 +918,61 @@ class CommandOrchestrator:
                                           previous.value if previous else None))
 
     # ------------------------------------------------------------------ cancelling
-    async def cancel_run(self, run_id: str, comment: str | None = None) -> bool:
-        """Cancel one run; True if it was active."""
-        return await self._cancel_run(run_id, comment or "cancelled")
+    async def cancel_run(self, run_id: str, comment: str | None = None, *,
+                         grace: float | None = None) -> bool:
+        """Cancel one run; True if it was active. ``grace``: seconds between SIGTERM and
+        SIGKILL (default: the orchestrator's ``grace_secs``). Raises RunStateError for an
+        active run another process owns."""
+        if run_id not in self._runs:
+            other = self._lookup_run(run_id)
+            if other is not None and not other.is_finalized:
+                raise RunStateError(
+                    f"run {run_id} of {other.command_name!r} belongs to another process "
+                    f"(pid {other.pid or '?'}); cancel it there")
+        return await self._cancel_run(run_id, comment or "cancelled", grace)
 
-    async def _cancel_run(self, run_id: str, comment: str) -> bool:
+    async def _cancel_run(self, run_id: str, comment: str, grace: float | None = None) -> bool:
         """Stop a run and wait until it is final. True for the call that cancelled it; a
         concurrent second call waits too, then returns False."""
-        return bool(await self._cancel_runs([run_id], comment))
+        return bool(await self._cancel_runs([run_id], comment, grace))
 
-    async def _cancel_runs(self, run_ids: Iterable[str], comment: str) -> int:
+    async def _cancel_runs(self, run_ids: Iterable[str], comment: str,
+                           grace: float | None = None) -> int:
         """Tell every run to stop at once, then wait for each to be final; returns how many
         this call cancelled. The SIGTERM → grace → SIGKILL sequence runs in a task the
         orchestrator owns, so it completes even if this caller is cancelled."""
+        grace = self._grace if grace is None else grace
         runs = [r for r in map(self._runs.get, run_ids)
                 if r is not None and not r.result.is_finalized]
-        count = sum(self._request_stop(run, comment) for run in runs)
+        count = sum(self._request_stop(run, comment, grace) for run in runs)
         for run in runs:
             if run.task is not None and run.task is asyncio.current_task():
                 continue  # a run's own auto-event stopping it: it ends when this returns
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(run.result.done_event().wait()),
-                                       self._grace + 2)
+                                       grace + 2)
         return count
 
-    def _request_stop(self, run: _Run, comment: str) -> bool:
+    def _request_stop(self, run: _Run, comment: str, grace: float | None = None) -> bool:
         if run.cancel_comment is not None:
             return False
         run.cancel_comment = comment
+        run.grace = self._grace if grace is None else grace
         if run.process is not None:
-            run.stopping = self._spawn(run.process.terminate(self._grace))
+            run.stopping = self._spawn(run.process.terminate(run.grace))
         # else: it is being spawned; _start terminates it as soon as it exists.
         return True
 
-    async def cancel_command(self, name: str, comment: str | None = None) -> int:
+    async def cancel_command(self, name: str, comment: str | None = None, *,
+                             grace: float | None = None) -> int:
         """Cancel every active run of ``name``; returns how many."""
         entry = self._entry(name)
-        return await self._cancel_runs([r.run_id for r in entry.active], comment or "cancelled")
+        return await self._cancel_runs([r.run_id for r in entry.active], comment or "cancelled",
+                                       grace)
 
-    async def cancel_all(self, comment: str | None = None) -> int:
-        return await self._cancel_runs(list(self._runs), comment or "cancelled")
+    async def cancel_all(self, comment: str | None = None, *,
+                         grace: float | None = None) -> int:
+        return await self._cancel_runs(list(self._runs), comment or "cancelled", grace)
 
     # ------------------------------------------------------------------ queries
     def get_status(self, name: str) -> CommandStatus:
@@ -836,9 +985,14 @@ class CommandOrchestrator:
             state = entry.latest.state.value
         return CommandStatus(state=state, active_count=len(entry.active), last_run=entry.latest)
 
-    def get_history(self, name: str, limit: int = 10) -> list[RunResult]:
-        """Finished runs kept in memory, most recent first."""
-        history = list(reversed(self._entry(name).history))
+    def get_history(self, name: str, limit: int = 10, run_key: str | None = None
+                    ) -> list[RunResult]:
+        """Finished runs, most recent first (of ``run_key`` only, if given; ``limit`` <= 0:
+        all): from the records when they are durable, else those kept in memory."""
+        entry = self._entry(name)
+        if self._records.durable:
+            return [self._adopt(r) for r in self._records.history(name, limit, run_key)]
+        history = [r for r in reversed(entry.history) if run_key is None or r.run_key == run_key]
         return history[:limit] if limit > 0 else history
 
     def get_active_handles(self, name: str) -> list[RunHandle]:
@@ -848,8 +1002,55 @@ class CommandOrchestrator:
         return [RunHandle(r.result) for r in self._runs.values()]
 
     def get_handle_by_run_id(self, run_id: str) -> RunHandle | None:
-        result = self._by_id.get(run_id)
+        """A run in memory, else (durable records) a recorded one."""
+        result = self._lookup_run(run_id)
         return RunHandle(result) if result is not None else None
+
+    def _lookup_run(self, run_id: str) -> RunResult | None:
+        result = self._by_id.get(run_id) or self._followed.get(run_id)
+        if result is None and self._records.durable:
+            stored = self._records.get(run_id)
+            if stored is not None:
+                result = self._adopt(stored)
+        return result
+
+    def _adopt(self, stored: RunResult) -> RunResult:
+        """A run read from the records: the object in memory if this orchestrator has it;
+        else the copy, followed until it ends if it is active (another process owns it)."""
+        mine = self._by_id.get(stored.run_id) or self._followed.get(stored.run_id)
+        if mine is not None:
+            return mine
+        if not stored.is_finalized and not self._is_shutdown:
+            self._followed[stored.run_id] = stored
+            task = self._spawn(self._follow(stored))
+            self._followers.add(task)
+            task.add_done_callback(self._followers.discard)
+            task.add_done_callback(lambda _: self._followed.pop(stored.run_id, None))
+        return stored
+
+    async def _follow(self, result: RunResult) -> None:
+        """Read a run another process owns again and again until its record is final (or
+        gone); a dead owner makes it ``lost`` (:meth:`RunRecords.get`)."""
+        delay, longest = FOLLOW_POLL
+        while not result.is_finalized:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
+            fresh = self._records.get(result.run_id)
+            if fresh is None:
+                return
+            result.mirror(fresh)
+
+    def forget_runs(self, run_ids: Iterable[str]) -> None:
+        """Drop finished runs from memory (their records were deleted)."""
+        ids = {i for i in run_ids if i not in self._runs}
+        for entry in self._commands.values():
+            kept = [r for r in entry.history if r.run_id not in ids]
+            if len(kept) != len(entry.history):
+                entry.history = deque(kept, maxlen=entry.history.maxlen)
+                if entry.latest is not None and entry.latest.run_id in ids:
+                    entry.latest = entry.history[-1] if entry.history else None
+        for run_id in ids:
+            self._by_id.pop(run_id, None)
 
     def get_trigger_graph(self) -> dict[str, list[str]]:
         """Trigger pattern → commands it starts."""
@@ -868,7 +1069,7 @@ class CommandOrchestrator:
         return self._result(run_id).output_size
 
     def _result(self, run_id: str) -> RunResult:
-        result = self._by_id.get(run_id)
+        result = self._lookup_run(run_id)
         if result is None:
             raise KeyError(run_id)
         return result
@@ -893,6 +1094,13 @@ def _output_files_store(settings: OutputStorageConfig) -> RunStore:
     from sidecar.adapters.output_files import OutputFilesStore
 
     return OutputFilesStore(settings)
+
+
+def _memory_records() -> RunRecords:
+    """The default run records: this process's, in memory (imported lazily)."""
+    from sidecar.adapters.sqlite_records import SQLiteRecords
+
+    return SQLiteRecords(None)
 
 
 def _split(command: str) -> list[str] | None:

@@ -117,7 +117,8 @@ class OutputCapture:
         rest = self._decoder.decode(b"", final=True)
         if self._fd is not None and self._fd >= 0 and self._read_fd is None:
             os.close(self._fd)
-        elif self._fd is None and self.path is not None:
+        elif self._fd is None and self.path is not None and (self._chunks or self._spill_at):
+            # (spill_at 0: the file is written as output arrives; no output, no file)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_bytes(b"".join(self._chunks))
         self._fd = -1

@@ -5,8 +5,10 @@ A run's state changes only in :meth:`RunResult.transition`, which checks the mov
 publishes the run's :class:`~sidecar.core.events.RunEvent`). :meth:`RunResult.snapshot` is the one
 place a run becomes flat data (:class:`RunSnapshot`): events, ``to_dict`` and the stored metadata
 derive from it.
-The state strings (``pending``, ``running``, ``success``, ``failed``, ``cancelled``) are the
-wire values too (protocol.md, the VS Code and Neovim clients).
+The state strings (``pending``, ``running``, ``success``, ``failed``, ``cancelled``, ``lost``)
+are the wire values too (protocol.md, the VS Code and Neovim clients). ``lost`` is only ever
+read from the run records: a run whose owning process died before recording its end.
+
 """
 
 from __future__ import annotations
@@ -32,19 +34,23 @@ class RunState(enum.Enum):
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    LOST = "lost"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED})
+FINAL_STATES = frozenset({RunState.SUCCESS, RunState.FAILED, RunState.CANCELLED,
+                          RunState.LOST})
 TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.PENDING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.CANCELLED}),
+    RunState.PENDING: frozenset({RunState.RUNNING, RunState.FAILED, RunState.CANCELLED,
+                                 RunState.LOST}),
     RunState.RUNNING: FINAL_STATES,
     RunState.SUCCESS: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),
+    RunState.LOST: frozenset(),
 }
 
 
@@ -109,6 +115,10 @@ class RunSnapshot:
     cwd: str | None
     output_file: str | None
     output_size: int
+    run_key: str | None = None
+    attempt: int = 1
+    rerun_of: str | None = None
+    reason: str | None = None
 
 
 def new_run_id() -> str:
@@ -122,6 +132,12 @@ class RunResult:
     is the ``(event, run_id)`` of each run whose auto-event led to this one, oldest first (the
     newest 200 of a longer chain, as for ``trigger_chain``); empty for a run started by a
     caller or a lifecycle event.
+
+    ``run_key`` is the idempotency key it was started with (per command), ``attempt`` its
+    number among the runs of that key (1 for a run without one, unless a rerun), ``rerun_of``
+    the run it repeats, ``reason`` why it was started again (a rerun's or an unlock's reason),
+    ``runtime_vars`` the runtime variables it got (a rerun gets them again), ``pid`` its
+    process (group leader) while known.
     """
 
     def __init__(
@@ -166,6 +182,12 @@ class RunResult:
         self.output_write_error = output_write_error
         self.comment = comment
         self.exit_code = exit_code
+        self.run_key: str | None = None
+        self.attempt = 1
+        self.rerun_of: str | None = None
+        self.reason: str | None = None
+        self.runtime_vars: dict[str, str] = {}
+        self.pid: int | None = None
         self.on_change: Callable[[RunResult, RunState], None] | None = None
         self._done: asyncio.Event | None = None
 
@@ -221,7 +243,7 @@ class RunResult:
         """The whole output (stdout and stderr interleaved), read back from disk if spilled."""
         if self.capture is not None:
             return self.capture.text()
-        if not self._output_text and self.output_file is not None and self.is_finalized:
+        if not self._output_text and self.output_file is not None:
             try:
                 return self.output_file.read_text(encoding="utf-8", errors="replace")
             except OSError:
@@ -265,6 +287,16 @@ class RunResult:
             return "-"
         return format_duration((dt.datetime.now() - self.end_time).total_seconds()) + " ago"
 
+    def mirror(self, other: RunResult) -> None:
+        """Take the recorded state of a run another process owns (``other``, read again from
+        the run records): this copy only follows that run, its state machine is the
+        owner's."""
+        for name in ("state", "success", "error", "exit_code", "comment", "start_time",
+                     "end_time", "_duration", "pid", "output_file"):
+            setattr(self, name, getattr(other, name))
+        if self.is_finalized and self._done is not None:
+            self._done.set()
+
     def done_event(self) -> asyncio.Event:
         if self._done is None:
             self._done = asyncio.Event()
@@ -278,7 +310,7 @@ class RunResult:
         reloaded from history), else the in-memory output's."""
         if self.capture is not None:
             return self.capture.size
-        if not self._output_text and self.output_file is not None and self.is_finalized:
+        if not self._output_text and self.output_file is not None:
             try:
                 return self.output_file.stat().st_size
             except OSError:
@@ -291,7 +323,7 @@ class RunResult:
         else the in-memory output."""
         if self.capture is not None:
             return self.capture.read(offset, length)
-        if not self._output_text and self.output_file is not None and self.is_finalized:
+        if not self._output_text and self.output_file is not None:
             try:
                 with self.output_file.open("rb") as f:
                     f.seek(offset)
@@ -322,6 +354,10 @@ class RunResult:
             cwd=rc.cwd if rc else None,
             output_file=str(self.output_file) if self.output_file else None,
             output_size=self.output_size,
+            run_key=self.run_key,
+            attempt=self.attempt,
+            rerun_of=self.rerun_of,
+            reason=self.reason,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -351,10 +387,18 @@ class RunResult:
 
 
 class RunHandle:
-    """The caller's view of a run: read-only properties and :meth:`wait`."""
+    """The caller's view of a run: read-only properties and :meth:`wait`.
 
-    def __init__(self, result: RunResult) -> None:
+    ``existing`` is True when the start that gave this handle found the run already there
+    (its run key's rules returned it) rather than starting it.
+    """
+
+    def __init__(self, result: RunResult, existing: bool = False,
+                 strict_override_used: bool = False) -> None:
         self._result = result
+        self.existing = existing
+        #: a strict start consumed its key's unlock to start this run
+        self.strict_override_used = strict_override_used
 
     def __repr__(self) -> str:
         return f"RunHandle({self._result!r})"
@@ -447,6 +491,17 @@ class RunHandle:
 
     def cleanup(self) -> None:
         """Kept for cmdorc compatibility; handles hold no resources of their own."""
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """What a start with a run key got from the run records (:class:`~.ports.RunRecords`):
+    ``run`` to start now, or with ``existing`` the run already there."""
+
+    run: RunResult
+    existing: bool
+    strict_override_used: bool = False
+    """A strict start consumed an unlock of the key."""
 
 
 @dataclass

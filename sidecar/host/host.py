@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.adapters import LocalExecutor, OutputFilesStore
+from sidecar.adapters.sqlite_records import SQLiteRecords
 from sidecar.core import CmdorcError, CommandOrchestrator, RunHandle, RunnerConfig
 from sidecar.core.events import EventBus, Listener
 
 from .config_files import ConfigFiles
+from .locate import make_state_dir, state_dir
 
 if TYPE_CHECKING:
     from .session import Session
@@ -78,6 +80,9 @@ class Host:
         #: where clients connect (None: a standalone host serving one stdio client)
         self.socket_path: str | None = None
         self.started_at = dt.datetime.now().astimezone()
+        #: every run's record (the workspace's ``.sidecar/runs.db``), from the first valid
+        #: configuration on
+        self.records: SQLiteRecords | None = None
 
     def configure(self, root: str | os.PathLike[str],
                   config_files: Sequence[str | os.PathLike[str]] | None) -> None:
@@ -159,14 +164,31 @@ class Host:
     def _apply(self, config: RunnerConfig) -> None:
         if self.orchestrator is None:
             # The composition root: the host chooses the adapters behind the core's ports.
+            self.records = self._open_records(config)
             orch = CommandOrchestrator(config, executor=LocalExecutor(),
-                                       store=OutputFilesStore(config.output_storage))
+                                       store=OutputFilesStore(config.output_storage),
+                                       records=self.records)
             self.orchestrator = orch
             self._remove_core_listener = orch.add_listener(self._events.publish)
             if self._started:
                 self.spawn(orch.startup())
         else:
+            if self.config is not None and config.history.store != self.config.history.store:
+                logger.warning("[history] store = %r applies when the host restarts",
+                               config.history.store)
             self.orchestrator.reload_config(config)
+
+    def _open_records(self, config: RunnerConfig) -> SQLiteRecords:
+        """The run records: ``runs.db`` in the workspace's state directory (``.sidecar``),
+        or memory with ``[history] store = "memory"``. Active runs of dead owners are marked
+        lost as they open."""
+        if config.history.store == "memory":
+            return SQLiteRecords(None)
+        try:
+            path = make_state_dir(str(self.root))
+        except OSError:  # reported by SQLiteRecords, which cannot create it either
+            path = state_dir(str(self.root))
+        return SQLiteRecords(path)
 
     def start(self) -> asyncio.Future[Any] | None:
         """Start the orchestrator (``orchestrator_started``) now, or as soon as a valid
@@ -209,3 +231,5 @@ class Host:
         if self._remove_core_listener is not None:
             self._remove_core_listener()
             self._remove_core_listener = None
+        if self.records is not None:
+            self.records.close()

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(30)
 SNAPSHOT_FIELDS = ["run_id", "command", "state", "exit_code", "start_time", "end_time",
                    "duration_secs", "trigger_event", "trigger_chain", "started_by",
                    "upstream_run_ids", "comment", "error",
-                   "resolved_command", "cwd", "output_file", "output_size"]
+                   "resolved_command", "cwd", "output_file", "output_size",
+                   "run_key", "attempt", "rerun_of", "reason"]
 # Every field RunEvent had before it became a snapshot: consumers keep reading them.
 OLD_RUN_EVENT_FIELDS = ["run_id", "command", "state", "previous", "exit_code", "start_time",
                         "end_time", "duration_secs", "trigger_event", "trigger_chain",
