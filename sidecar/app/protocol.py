@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import json
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -312,6 +313,8 @@ def _type_name(tp: Any) -> str:
         return "a boolean"
     if tp is int:
         return "an integer"
+    if tp is float:
+        return "a number"
     origin = typing.get_origin(tp)
     if origin is list:
         return "an array of strings"
@@ -362,6 +365,11 @@ def _check(value: Any, tp: Any, field: str) -> Any:
                 return int(value)
             raise InvalidParams(field, "must be an integer")
         return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise InvalidParams(field, "must be a number")
+        return float(value)
     if origin is list:
         if not isinstance(value, list):
             raise InvalidParams(field, "must be an array of strings")

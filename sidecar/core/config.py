@@ -51,6 +51,9 @@ HISTORY_KEYS: dict[str, str] = {
     "store": "string",
 }
 HISTORY_STORES = ("sqlite", "memory")
+#: The keys of each settings table, by table name.
+SETTINGS_TABLES: dict[str, dict[str, str]] = {
+    "output_storage": OUTPUT_STORAGE_KEYS, "host": HOST_KEYS, "history": HISTORY_KEYS}
 TOP_LEVEL_KEYS: dict[str, str] = {
     "variables": "table of strings",
     "command": "array of tables",

@@ -97,7 +97,13 @@ class Workspace:
 
     @property
     def log_path(self) -> str:
-        return os.path.join(self.state_dir, "host.log")
+        """The host's log: ``host.log`` in the state directory, else (it cannot be
+        written: a read-only checkout) beside the socket."""
+        state = self.state_dir
+        if os.access(state, os.W_OK) or (not os.path.lexists(state) and os.access(
+                os.path.dirname(state) or ".", os.W_OK)):
+            return os.path.join(state, "host.log")
+        return self._in_socket_dir(".log")
 
     def describe(self) -> str:
         files = ", ".join(self.config_files) if self.config_files else "discovered config"
@@ -216,7 +222,10 @@ def spawn_host(ws: Workspace, *, idle_timeout: float | None = None,
     import select
     import subprocess
 
-    make_state_dir(ws.root)
+    try:
+        make_state_dir(ws.root)
+    except OSError:  # a read-only state directory: the host logs beside its socket
+        pass
     log_path = ws.log_path
     argv = [sys.executable, "-m", "sidecar.host", "--root", ws.root]
     for f in ws.config_files:

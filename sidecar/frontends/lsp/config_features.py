@@ -29,7 +29,7 @@ from lsprotocol import types
 from sidecar.app import protocol as P
 from sidecar.app.present import icon, run_label
 from sidecar.app.service import Service
-from sidecar.core.config import COMMAND_KEYS, OUTPUT_STORAGE_KEYS
+from sidecar.core.config import COMMAND_KEYS, SETTINGS_TABLES
 from sidecar.core.errors import VariableResolutionError
 from sidecar.core.events import Event, RunEvent
 from sidecar.core.problems import Span
@@ -687,10 +687,10 @@ class ConfigFeatures:
                 keys = COMMAND_KEYS
                 cmd = model.command_at(doc, line)
                 present = set(cmd.keys) if cmd is not None else set()
-            elif table == ("output_storage", False):
-                keys = OUTPUT_STORAGE_KEYS
+            elif table is not None and not table[1] and table[0] in SETTINGS_TABLES:
+                keys = SETTINGS_TABLES[table[0]]
                 present = {str(p[1]) for p in doc.index.paths()
-                           if len(p) == 2 and p[0] == "output_storage"}
+                           if len(p) == 2 and p[0] == table[0]}
             typed = k.group(1)
             current = re.match(r"\s*([A-Za-z0-9_\-]+)\s*=", text)
             if current is not None:
