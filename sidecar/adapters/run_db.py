@@ -490,8 +490,7 @@ class RunDB:
                  "ended (killed, or the machine restarted)")
         if row.pid and _group_alive(row.pid) and _BOOT_ID and row.owner \
                 and row.owner.startswith(_BOOT_ID):
-            error += (f"; processes of its group {row.pid} were still running and were "
-                      "left alone")
+            error += f"; processes of its group {row.pid} were still running then"
         size = _file_size(row.output_path)
         self._db.execute(
             "UPDATE runs SET state = 'lost', end_time = ?, error = ?, output_size = ? "
