@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS runs (
     output_path TEXT,
     output_size INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS runs_by_command ON runs(command, seq);
+-- covers retention's walk over a command's newest runs (no row lookups)
+CREATE INDEX IF NOT EXISTS runs_by_command ON runs(command, seq, state);
 CREATE INDEX IF NOT EXISTS runs_by_key ON runs(command, run_key, seq) WHERE run_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_active ON runs(state) WHERE state IN ('pending', 'running');
 CREATE INDEX IF NOT EXISTS runs_by_end ON runs(end_time);
