@@ -273,24 +273,39 @@ class RunDB:
                                    timeout=timeout, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        # Switching a new file to WAL, or opening a database another connection is setting
+        # up or closing, can fail at once with SQLITE_BUSY (SQLite's busy handler is not
+        # called): processes that open one database at once try again until ``timeout``.
+        deadline = time.monotonic() + timeout
         try:
-            if self.path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # Commits do not fsync; a power cut may lose the last runs, never the file.
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RunDBError(f"{self.path} was written by a newer cmdsidecar "
-                                 f"(schema {version} > {SCHEMA_VERSION})")
-            if version < SCHEMA_VERSION:
-                with self._write():
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            while True:
+                try:
+                    self._setup()
+                    break
+                except sqlite3.OperationalError as exc:
+                    if (exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY
+                            or time.monotonic() >= deadline):
+                        raise
+                    time.sleep(0.01)
         except BaseException:
             self._db.close()
             raise
+
+    def _setup(self) -> None:
+        if self.path is not None:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Commits do not fsync; a power cut may lose the last runs, never the file.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RunDBError(f"{self.path} was written by a newer cmdsidecar "
+                             f"(schema {version} > {SCHEMA_VERSION})")
+        if version < SCHEMA_VERSION:
+            with self._write():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
@@ -559,6 +574,10 @@ class RunDB:
             ids = [r.run_id for r in rows[start:start + 500]]
             self._db.execute(f"DELETE FROM runs WHERE run_id IN ({', '.join('?' * len(ids))})",
                              ids)
+        # An unlock is of a key's finished run: with the key's last run it goes too (else it
+        # would let a second run of a strict key start long after the key began anew).
+        self._db.execute("DELETE FROM unlocks WHERE NOT EXISTS (SELECT 1 FROM runs WHERE "
+                         "runs.command = unlocks.command AND runs.run_key = unlocks.run_key)")
 
 
 def _group_alive(pgid: int) -> bool:
