@@ -927,8 +927,8 @@ class CommandOrchestrator:
             other = self._lookup_run(run_id)
             if other is not None and not other.is_finalized:
                 raise RunStateError(
-                    f"run {run_id} of {other.command_name!r} belongs to another process "
-                    f"(pid {other.pid or '?'}); cancel it there")
+                    f"run {run_id} of {other.command_name!r} is run by another process of "
+                    "this workspace (a --no-host command line); cancel it there")
         return await self._cancel_run(run_id, comment or "cancelled", grace)
 
     async def _cancel_run(self, run_id: str, comment: str, grace: float | None = None) -> bool:
