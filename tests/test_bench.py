@@ -1,0 +1,50 @@
+"""Smoke test of the benchmarks in ``bench/``: each runs in quick mode and prints its figures.
+
+The numbers are not checked (a shared test machine is too noisy for targets); the table must
+have every figure with a measured ratio, and ``--json`` the raw samples behind them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RATIO = re.compile(r"\d+\.\d\d×")
+
+
+@pytest.mark.timeout(180)
+def test_store_bench_quick(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "store.py"), "--quick",
+                           "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()
+            if line.startswith("| ")}
+    figures = {
+        "`sidecar/run` `wait: true` of `true`, store on vs off": "≤ 1.15×",
+        "the same, store on with 1,000 runs of the command kept": None,
+        "`sidecar/history` of one command (limit 10)": "≤ 1.5×",
+        "host start (spawn → ready)": "≤ 1.5×",
+    }
+    for start, target in figures.items():
+        line = next((v for k, v in rows.items() if k.startswith(start)), None)
+        assert line is not None, f"no row {start!r} in:\n{proc.stdout}"
+        assert RATIO.search(line), line
+        if target is not None:
+            assert target in line and "met" in line, line
+    data = json.loads(out.read_text())
+    for figure, keys in (("run", ("store on", "store off", "store on, at keep_runs")),
+                         ("history", ("big", "empty", "same answer")),
+                         ("host_start", ("full", "empty"))):
+        for key in keys:
+            samples = data[figure][key]
+            assert samples and all(s > 0 for s in samples), (figure, key, samples)
+    assert data["history"]["answer_rows"] == {"big": 10, "empty": 0, "same answer": 10}
+    assert data["host_start"]["lost_marked"] and set(data["host_start"]["lost_marked"]) == {50}
