@@ -57,8 +57,21 @@ def to_row(result: RunResult) -> RunRow:
         start_time=_ts(result.start_time), end_time=_ts(result.end_time),
         owner=None if result.is_finalized else current_owner(), pid=result.pid,
         output_path=str(result.output_file) if result.output_file else None,
-        output_size=result.output_size if result.is_finalized else 0,
+        output_size=_final_size(result),
     )
+
+
+def _final_size(result: RunResult) -> int:
+    """The size of a final run's output as its file holds it (0 before): the bytes a reader
+    of the record can read."""
+    if not result.is_finalized:
+        return 0
+    if result.output_write_error and result.output_file is not None:
+        try:  # the disk refused part of it
+            return result.output_file.stat().st_size
+        except OSError:
+            return 0
+    return result.output_size
 
 
 def from_row(row: RunRow) -> RunResult:
@@ -81,6 +94,8 @@ def from_row(row: RunRow) -> RunResult:
     result.run_key, result.attempt = row.run_key, row.attempt
     result.rerun_of, result.reason = row.rerun_of, row.reason
     result.runtime_vars, result.pid = dict(row.runtime_vars), row.pid
+    if state.is_final:
+        result.recorded_size = row.output_size
     return result
 
 
@@ -92,6 +107,7 @@ class SQLiteRecords:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._problem: str | None = None
         self._closed = False
+        self._ended: dict[str, int] = {}  # runs ended per command since its last prune
         self.output_dir: Path | None = None
         #: runs marked lost when the records were opened (their owners had died)
         self.recovered: list[RunRow] = []
@@ -184,6 +200,16 @@ class SQLiteRecords:
         return [from_row(r) for r in rows]
 
     def prune(self, command: str, keep: int) -> None:
+        """Retention, checked after every ``keep // 100`` runs of the command that end here
+        (so at most 1% more than ``keep`` are ever kept): finding where to cut walks
+        ``keep`` index entries."""
+        if keep < 0:
+            return
+        ended = self._ended.get(command, 0) + 1
+        if ended < keep // 100:
+            self._ended[command] = ended
+            return
+        self._ended[command] = 0
         self._guard("write", lambda: self.db.prune(command, keep), None)
 
     def close(self) -> None:

@@ -188,6 +188,8 @@ class RunResult:
         self.reason: str | None = None
         self.runtime_vars: dict[str, str] = {}
         self.pid: int | None = None
+        #: the output's size as recorded when the run ended (a run read from the records)
+        self.recorded_size: int | None = None
         self.on_change: Callable[[RunResult, RunState], None] | None = None
         self._done: asyncio.Event | None = None
 
@@ -292,7 +294,7 @@ class RunResult:
         the run records): this copy only follows that run, its state machine is the
         owner's."""
         for name in ("state", "success", "error", "exit_code", "comment", "start_time",
-                     "end_time", "_duration", "pid", "output_file"):
+                     "end_time", "_duration", "pid", "output_file", "recorded_size"):
             setattr(self, name, getattr(other, name))
         if self.is_finalized and self._done is not None:
             self._done.set()
@@ -310,6 +312,8 @@ class RunResult:
         reloaded from history), else the in-memory output's."""
         if self.capture is not None:
             return self.capture.size
+        if self.recorded_size is not None and self.is_finalized:
+            return self.recorded_size
         if not self._output_text and self.output_file is not None:
             try:
                 return self.output_file.stat().st_size

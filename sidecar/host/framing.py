@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 
-def frame(message: dict[str, Any]) -> bytes:
-    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) when a
-    string holds a lone surrogate, which UTF-8 cannot carry but JSON text can."""
+def frame(message: dict[str, Any], *, ascii: bool = False) -> bytes:
+    """A framed JSON-RPC message: UTF-8 JSON, or ASCII JSON (``\\uXXXX`` escapes) with
+    ``ascii`` or when a string holds a lone surrogate, which UTF-8 cannot carry but JSON text
+    can."""
     try:
-        body = json.dumps(message, ensure_ascii=False).encode("utf-8")
+        body = json.dumps(message, ensure_ascii=ascii).encode("utf-8")
     except UnicodeEncodeError:
         body = json.dumps(message).encode()
     return b"Content-Length: %d\r\n\r\n" % len(body) + body

@@ -54,6 +54,14 @@ _NOT_SENT_TO_CLIENT = {LOCAL_ONLY: True}
 
 
 @dataclass(frozen=True, slots=True)
+class Wire:
+    """A handler's result already in its wire form (plain JSON data, from
+    :func:`~sidecar.app.protocol.to_wire`)."""
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """Why a message is refused: the error to answer with (``id`` is the request's id when
     it is valid, else None), or only to log when ``answer`` is false (a client response)."""
@@ -209,6 +217,18 @@ class SidecarProtocol(LanguageServerProtocol):
                                      "error": {"code": code, "message": message}}))
 
     # ---------------------------------------------------------------- requests
+    def _send_response(self, msg_id: Any, result: Any | None = None,
+                       error: lsp.ResponseError | None = None) -> None:
+        """A :class:`Wire` result is written as it is (pygls would walk it again with its
+        converter, which costs more than the operation for a history of runs)."""
+        if error is None and isinstance(result, Wire):
+            self._result_types.pop(msg_id, None)
+            if self.writer is not None:
+                self.writer.write(frame({"jsonrpc": "2.0", "id": msg_id,
+                                         "result": result.value}, ascii=True))
+            return
+        super()._send_response(msg_id, result, error)
+
     def _handle_request(self, msg_id: Any, method_name: str, params: Any) -> None:
         try:
             handler = self._get_handler(method_name)

@@ -42,7 +42,7 @@ from .config_features import register as register_config_features
 from .documents import ConfigWorkspace
 from .documents import register as register_documents
 from .progress import RunProgress
-from .rpc import LOCAL_ONLY, SidecarProtocol
+from .rpc import LOCAL_ONLY, SidecarProtocol, Wire
 
 logger = logging.getLogger("sidecar.lsp")
 
@@ -256,7 +256,7 @@ def create_server(host: Host | None = None, *, owns_host: bool = True) -> Sideca
                 p = P.parse_params(cls, params)
                 if _starts_runs(method, p) and server.protocol.msg_id is not None:
                     session.hold(server.protocol.msg_id)
-                return P.to_wire(await call(p))
+                return Wire(P.to_wire(await call(p)))
             except P.SidecarRpcError as exc:
                 raise JsonRpcException(exc.message, exc.code, exc.data) from None
 
