@@ -478,6 +478,28 @@ class RunDB:
                 active: bool = False) -> list[RunRow]:
         """Runs of ``command`` (of ``run_key`` only, if given), newest first: finished ones,
         and active ones too with ``active``. ``limit`` <= 0: all."""
+        where, args = self._history_where(command, limit, run_key, active)
+        return [self._checked(r) for r in self._select(where, args)]
+
+    def history_ids(self, command: str, limit: int = 10, *,
+                    run_key: str | None = None) -> list[str]:
+        """The ids of :meth:`history`'s finished runs (for a caller that keeps runs it has
+        read: a finished run's record no longer changes; :meth:`rows` reads the others)."""
+        where, args = self._history_where(command, limit, run_key, False)
+        return [r[0] for r in self._db.execute(f"SELECT run_id FROM runs {where}", args)]
+
+    def rows(self, run_ids: Sequence[str]) -> dict[str, RunRow]:
+        """The runs of those ids that are recorded, by id."""
+        out: dict[str, RunRow] = {}
+        for start in range(0, len(run_ids), 500):
+            part = run_ids[start:start + 500]
+            for row in self._select(f"WHERE run_id IN ({', '.join('?' * len(part))})", part):
+                out[row.run_id] = self._checked(row)
+        return out
+
+    @staticmethod
+    def _history_where(command: str, limit: int, run_key: str | None,
+                       active: bool) -> tuple[str, list[Any]]:
         where, args = "WHERE command = ?", [command]
         if run_key is not None:
             where += " AND run_key = ?"
@@ -488,7 +510,7 @@ class RunDB:
         where += " ORDER BY seq DESC"
         if limit > 0:
             where += f" LIMIT {int(limit)}"
-        return [self._checked(r) for r in self._select(where, args)]
+        return where, args
 
     def active(self) -> list[RunRow]:
         """Every run recorded as active whose owner lives, oldest first."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +29,7 @@ from .run_db import RunDB, RunRow, WrongState, current_owner
 
 logger = logging.getLogger("sidecar.store")
 DB_NAME = "runs.db"
+CACHED = 1024
 OUTPUT_DIR = "output"
 
 _T = TypeVar("_T")
@@ -108,6 +110,7 @@ class SQLiteRecords:
         self._problem: str | None = None
         self._closed = False
         self._ended: dict[str, int] = {}  # runs ended per command since its last prune
+        self._cache: OrderedDict[str, RunResult] = OrderedDict()
         self.output_dir: Path | None = None
         #: runs marked lost when the records were opened (their owners had died)
         self.recovered: list[RunRow] = []
@@ -194,10 +197,28 @@ class SQLiteRecords:
 
     def history(self, command: str, limit: int, run_key: str | None = None
                 ) -> list[RunResult]:
-        none: list[RunRow] = []
-        rows = self._guard("read", lambda: self.db.history(command, limit, run_key=run_key),
-                           none)
-        return [from_row(r) for r in rows]
+        """Finished runs, each read (and made a RunResult) once while it is among the
+        :data:`CACHED` most recently read: a finished run's record no longer changes."""
+        none: list[str] = []
+        ids = self._guard("read", lambda: self.db.history_ids(command, limit, run_key=run_key),
+                          none)
+        cache = self._cache
+        missing = [i for i in ids if i not in cache]
+        read: dict[str, RunResult] = {}
+        if missing:
+            rows: dict[str, RunRow] = self._guard("read", lambda: self.db.rows(missing), {})
+            read = {run_id: from_row(row) for run_id, row in rows.items()}
+        out = []
+        for run_id in reversed(ids):  # the newest ends up the most recently used
+            result = cache.get(run_id) or read.get(run_id)
+            if result is not None:
+                cache[run_id] = result
+                cache.move_to_end(run_id)
+                out.append(result)
+        while len(cache) > CACHED:
+            cache.popitem(last=False)
+        out.reverse()
+        return out
 
     def prune(self, command: str, keep: int) -> None:
         """Retention, checked after every ``keep // 100`` runs of the command that end here

@@ -190,6 +190,7 @@ class RunResult:
         self.pid: int | None = None
         #: the output's size as recorded when the run ended (a run read from the records)
         self.recorded_size: int | None = None
+        self._final_snapshot: RunSnapshot | None = None
         self.on_change: Callable[[RunResult, RunState], None] | None = None
         self._done: asyncio.Event | None = None
 
@@ -296,6 +297,7 @@ class RunResult:
         for name in ("state", "success", "error", "exit_code", "comment", "start_time",
                      "end_time", "_duration", "pid", "output_file", "recorded_size"):
             setattr(self, name, getattr(other, name))
+        self._final_snapshot = None
         if self.is_finalized and self._done is not None:
             self._done.set()
 
@@ -338,9 +340,12 @@ class RunResult:
         return data[offset:] if length is None else data[offset:offset + length]
 
     def snapshot(self) -> RunSnapshot:
-        """The run now, as flat data: the one place a run is flattened."""
+        """The run now, as flat data: the one place a run is flattened (made once for a
+        final run, which no longer changes)."""
+        if self._final_snapshot is not None:
+            return self._final_snapshot
         rc = self.resolved_command
-        return RunSnapshot(
+        snap = RunSnapshot(
             run_id=self.run_id,
             command=self.command_name,
             state=self.state.value,
@@ -363,6 +368,9 @@ class RunResult:
             rerun_of=self.rerun_of,
             reason=self.reason,
         )
+        if self.is_finalized and self.capture is None:
+            self._final_snapshot = snap
+        return snap
 
     def to_dict(self) -> dict[str, Any]:
         """cmdorc's dict of a run (from :meth:`snapshot`; ``duration_secs`` is also set while

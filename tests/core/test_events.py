@@ -153,7 +153,7 @@ async def test_every_event_type_in_order() -> None:
 
 async def test_seq_and_offsets_are_contiguous_for_many_chunks() -> None:
     code = ("import sys\n"
-            "for i in range(300):\n"
+            "for i in range(2500):\n"  # more than a (grown) pipe holds: several reads
             "    sys.stdout.write(f'line {i} ' + 'x' * 500 + '\\n'); sys.stdout.flush()\n")
     orch = orch_of(CommandConfig(name="Many", command=py(code)))
     rec = Recorder()
@@ -161,7 +161,7 @@ async def test_seq_and_offsets_are_contiguous_for_many_chunks() -> None:
     result = await (await orch.run_command("Many")).wait(10)
     chunks = rec.output(result.run_id)
     total = len(result.output.encode())
-    assert total == sum(len(f"line {i} ") + 501 for i in range(300))
+    assert total == sum(len(f"line {i} ") + 501 for i in range(2500))
     assert len(chunks) > 1
     assert_contiguous(chunks, total)
     assert "".join(c.text for c in chunks) == result.output
