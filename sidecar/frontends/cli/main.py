@@ -1,11 +1,14 @@
 """The ``sidecar`` command line: the parser, and the subcommands that need no host.
 
-``run``, ``trigger``, ``save``, ``status``, ``history``, ``output``, ``cancel``, ``wait`` and
-``host …`` talk to the workspace's host (:mod:`.remote`, standard library only); with
-``--no-host``, and for ``preview`` and ``graph``, the work is done in this process through the
-service layer (:mod:`.workspace`). Each is imported only when its command runs. ``check``,
-``init``, ``serve`` (also plain ``sidecar`` when stdin is not a TTY) and ``--version`` are
-here. Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
+``run``, ``trigger``, ``save``, ``rerun``, ``status``, ``history``, ``output``, ``cancel``,
+``wait``, ``unlock``, ``clean`` and ``host …`` talk to the workspace's host (:mod:`.remote`,
+standard library only); with ``--no-host`` (``run``, ``trigger``, ``save``, ``rerun``,
+``status``, ``history``, ``unlock``, ``clean``), and for ``preview`` and ``graph``, the work is
+done in this process through the service layer (:mod:`.workspace`). Each is imported only when
+its command runs. ``check``, ``init``, ``serve`` (also plain ``sidecar`` when stdin is not a
+TTY) and ``--version`` are here. Usage errors the parser cannot see (``--strict`` without
+``--key``, ``clean`` without a selection) are checked here too, before either is imported.
+Messages go to stderr; stdout carries results (and, for ``serve``, only the protocol).
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, config_paths, err, out
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CliError,
+    config_paths,
+    err,
+    out,
+    parse_duration,
+)
 
 SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "sample.toml")
@@ -162,6 +173,48 @@ def _run(sub: Sub, o: _Parents) -> None:
     p = _add(sub, "run", [o.common, o.no_host, o.vars, o.json],
              "run a command and follow the chain it triggers", "run")
     p.add_argument("name")
+    p.add_argument("--key", metavar="K",
+                   help="run key: while a run of NAME with this key is active, follow it "
+                        "instead of starting another; once it ended, start the next attempt")
+    p.add_argument("--strict", action="store_true",
+                   help="with --key: never start the key again once it ran (until `sidecar "
+                        "unlock`); its finished run is printed instead")
+
+
+def _rerun(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "rerun", [o.common, o.no_host, o.json],
+             "start a finished run again (same variables and key, next attempt) and follow "
+             "it", "rerun")
+    p.add_argument("run", metavar="RUN|NAME",
+                   help="a run id, or a command (its last run; with --key: that key's)")
+    p.add_argument("--key", metavar="K", help="rerun the latest run of NAME with this key")
+    p.add_argument("--reason", metavar="TEXT", help="why (recorded with the new run)")
+
+
+def _unlock(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "unlock", [o.common, o.no_host, o.json],
+             "let the next `run --strict` of a finished key start once more", "unlock")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--key", metavar="K", required=True, help="the run key")
+    p.add_argument("--reason", metavar="TEXT", help="why (recorded with the run it lets in)")
+    p.add_argument("--ttl", type=parse_duration, metavar="DURATION",
+                   help="the unlock expires after DURATION: seconds, or with s, m, h or d "
+                        "(30m, 2h). Default: never")
+
+
+def _clean(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "clean", [o.common, o.no_host, o.json],
+             "delete finished runs from the run records, with their output", "clean")
+    p.add_argument("--before", metavar="T",
+                   help="runs that ended before T (ISO 8601, local time without an offset: "
+                        "2026-01-31 or 2026-01-31T12:00)")
+    p.add_argument("--after", metavar="T", help="runs that ended at or after T")
+    p.add_argument("--all", action="store_true", help="every finished run")
+    p.add_argument("--run", metavar="RUN", help="this run only (a run id)")
+    p.add_argument("--command", metavar="NAME", help="only runs of NAME")
+    p.add_argument("--key", metavar="K", help="only runs with this run key")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be deleted; delete nothing")
 
 
 def _trigger(sub: Sub, o: _Parents) -> None:
@@ -189,6 +242,7 @@ def _history(sub: Sub, o: _Parents) -> None:
              "a command's finished runs, most recent first", "history")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="default 10; 0: all")
+    p.add_argument("--key", metavar="K", help="only the runs with this run key")
 
 
 def _output(sub: Sub, o: _Parents) -> None:
@@ -204,6 +258,11 @@ def _cancel(sub: Sub, o: _Parents) -> None:
     which.add_argument("run", nargs="?", metavar="RUN")
     which.add_argument("--command", metavar="NAME", help="every active run of NAME")
     which.add_argument("--all", action="store_true", help="every active run")
+    p.add_argument("--key", metavar="K", help="with --command: its active run with this key")
+    p.add_argument("--reason", metavar="TEXT",
+                   help="why (the runs' comment; default: cancelled by client)")
+    p.add_argument("--grace", type=float, metavar="S",
+                   help="seconds between SIGTERM and SIGKILL (default: the host's, 3)")
 
 
 def _wait(sub: Sub, o: _Parents) -> None:
@@ -266,21 +325,23 @@ def _host(sub: Sub, o: _Parents) -> None:
 
 
 SUBCOMMANDS = {
-    "run": _run, "trigger": _trigger, "save": _save, "status": _status, "history": _history,
-    "output": _output, "cancel": _cancel, "wait": _wait, "check": _check,
-    "preview": _preview, "graph": _graph, "init": _init, "serve": _serve, "host": _host,
+    "run": _run, "trigger": _trigger, "save": _save, "rerun": _rerun, "status": _status,
+    "history": _history, "output": _output, "cancel": _cancel, "wait": _wait,
+    "unlock": _unlock, "clean": _clean, "check": _check, "preview": _preview, "graph": _graph,
+    "init": _init, "serve": _serve, "host": _host,
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``sidecar`` parser; with ``only``, with that subcommand alone (what :func:`main`
     uses when the command line names one: a git hook's ``sidecar save`` builds one
-    subparser, not fourteen)."""
+    subparser, not seventeen)."""
     parser = argparse.ArgumentParser(
         prog="sidecar", formatter_class=_Formatter,
         description="Trigger-driven command orchestrator (cmdorc-compatible). run, trigger, "
-                    "save, status, history, output, cancel and wait talk to the workspace's "
-                    "host; run, trigger and save start it when none runs.")
+                    "save, rerun, status, history, output, cancel, wait, unlock and clean talk "
+                    "to the workspace's host; run, trigger, save and rerun start it when none "
+                    "runs.")
     parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="cmd")
     parents = _Parents()
@@ -293,6 +354,28 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 IN_PROCESS = ("preview", "graph")
 """Workspace commands that always run in this process (the others talk to the host unless
 ``--no-host``)."""
+
+
+def _usage(args: argparse.Namespace) -> None:
+    """Usage errors argparse cannot express (exit 2): combinations of options."""
+    cmd = args.cmd
+    key = getattr(args, "key", None)
+    if key is not None and not key.strip():
+        raise CliError("--key must not be empty", EXIT_USAGE)
+    if cmd == "run" and args.strict and key is None:
+        raise CliError("--strict needs --key", EXIT_USAGE)
+    if cmd == "cancel":
+        if key is not None and args.command is None:
+            raise CliError("--key needs --command NAME", EXIT_USAGE)
+        if args.grace is not None and not args.grace >= 0:
+            raise CliError("--grace must be 0 or more seconds", EXIT_USAGE)
+    if cmd == "clean":
+        if args.run is not None and (args.before or args.after or args.all or key):
+            raise CliError("--run cannot be combined with --before, --after, --all or --key",
+                           EXIT_USAGE)
+        if args.run is None and args.before is None and args.after is None and not args.all:
+            raise CliError("say what to delete: --before T, --after T, --all or --run RUN",
+                           EXIT_USAGE)
 
 
 def _log_to_stderr(args: argparse.Namespace) -> None:
@@ -315,18 +398,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     func = args.func
-    if isinstance(func, str) and (func in IN_PROCESS or getattr(args, "no_host", False)):
-        _log_to_stderr(args)
-        from . import workspace  # the service layer, only now
-
-        func = getattr(workspace, func)
-    elif isinstance(func, str):
-        from . import remote  # the host's client: standard library only
-
-        func = getattr(remote, func)
-    elif args.cmd != "serve":  # serve logs with timestamps (see frontends.lsp.configure_logging)
-        _log_to_stderr(args)
     try:
+        _usage(args)
+        if isinstance(func, str) and (func in IN_PROCESS or getattr(args, "no_host", False)):
+            _log_to_stderr(args)
+            from . import workspace  # the service layer, only now
+
+            func = getattr(workspace, func)
+        elif isinstance(func, str):
+            from . import remote  # the host's client: standard library only
+
+            func = getattr(remote, func)
+        elif args.cmd != "serve":  # serve logs with timestamps (frontends.lsp.configure_logging)
+            _log_to_stderr(args)
         return int(func(args))
     except CliError as exc:
         err(str(exc))

@@ -1,10 +1,12 @@
 """The subcommands served by the workspace's host (protocol.md §1), one function each.
 
-``run``, ``trigger`` and ``save`` start the host when none runs; ``status``, ``history``,
-``output``, ``cancel``, ``wait`` and ``host status|stop|logs`` need one to be running (or say
-so, exit 1). ``run`` and ``trigger`` (and ``save --wait``) follow the runs they started and
-every run of their chains (:class:`Follower`) and exit with their result; Ctrl-C cancels
-those runs, and no others.
+``run``, ``trigger``, ``save`` and ``rerun`` start the host when none runs; ``status``,
+``history``, ``output``, ``cancel``, ``wait``, ``unlock``, ``clean`` and ``host status|stop|logs``
+need one to be running (or say so, exit 1). ``run``, ``trigger`` and ``rerun`` (and ``save
+--wait``) follow the runs they started and every run of their chains (:class:`Follower`) and
+exit with their result; Ctrl-C cancels those runs, and no others. A run that ``run --key``
+found rather than started (``existing``: already running, or a strict key's finished run) is
+followed and printed the same way, and never cancelled.
 
 Standard library only, like :mod:`.client`: no asyncio, pygls, attrs or core.
 """
@@ -33,7 +35,21 @@ from .common import (
     parse_vars,
     workspace_of,
 )
-from .report import Reporter, clock, exit_code_of, history_table, runs_table, status_table
+from .report import Reporter, clock, exit_code_of, found_label, runs_table, status_table
+from .wire import (
+    clean_params,
+    given,
+    history_params,
+    is_run_id,
+    override_label,
+    print_cleaned,
+    print_history,
+    print_unlocked,
+    rerun_label,
+    rerun_params,
+    run_params,
+    unlock_params,
+)
 
 Runs = list[dict[str, Any]]
 
@@ -44,11 +60,17 @@ STOP_TIMEOUT = 30.0
 def _open(args: argparse.Namespace, name: str = "cli", *, start: bool = False,
           chunks: bool = False) -> Client:
     """A session with the workspace's host (started when ``start``: only with a config, so
-    that no host is started for nothing)."""
+    that no host is started for nothing). Without a host, a command that also works in this
+    process says so."""
     ws = workspace_of(args)
     if start:
         config_files(ws)
-    return Client.open(ws, name, start=start, chunks=chunks)
+    try:
+        return Client.open(ws, name, start=start, chunks=chunks)
+    except CliError as exc:
+        if hasattr(args, "no_host") and str(exc).startswith("no host is running"):
+            raise CliError(f"{exc}, or use --no-host") from None
+        raise
 
 
 # ------------------------------------------------------------------------------- following
@@ -56,13 +78,20 @@ class Follower:
     """The runs a command line started and every run of their chains: prints their
     notifications, waits until the chains are over (``sidecar/wait`` with ``chain``) and,
     when interrupted, cancels them (but not the runs that the cancellation itself starts,
-    through ``command_cancelled:…`` triggers)."""
+    through ``command_cancelled:…`` triggers).
+
+    Runs in :attr:`found` (put there before they are adopted) were found by their run key,
+    not started: they and their chains are followed the same way but never cancelled, and a
+    run that ended before it was followed (a strict key's) is printed from the answer to
+    ``sidecar/wait``, whose runs count for the exit code like the others."""
 
     def __init__(self, client: Client, reporter: Reporter) -> None:
         self.client = client
         self.reporter = reporter
         self.ours: set[str] = set()
         self.final: set[str] = set()
+        #: runs found by their key rather than started, and the runs of their chains
+        self.found: set[str] = set()
         self.waits: list[int] = []
         self.cancelling = False
         client.on_notify = self.notify
@@ -73,6 +102,12 @@ class Follower:
             run_id = run["runId"]
             self.ours.add(run_id)
             self.waits.append(self.client.send(M.M_WAIT, {"runId": run_id, "chain": True}))
+            if run_id in self.found:
+                # Also the run alone: a chain wait is answered at once (timedOut) when the
+                # run belongs to another process (a `run --key --no-host`), as the core's
+                # wait_chain waits only for the host's own runs; a plain wait follows the
+                # run's record to its end.
+                self.waits.append(self.client.send(M.M_WAIT, {"runId": run_id}))
 
     def notify(self, message: Message) -> None:
         params = message.get("params")
@@ -81,10 +116,13 @@ class Follower:
         method, run_id = message.get("method"), params.get("runId")
         if not isinstance(run_id, str):
             return
+        upstream = params.get("upstreamRunIds") or ()
         if (method == M.N_RUN_UPDATE and run_id not in self.ours
-                and not self.ours.isdisjoint(params.get("upstreamRunIds") or ())):
+                and not self.ours.isdisjoint(upstream)):
             self.ours.add(run_id)
-            if self.cancelling and not str(params.get("triggerEvent")).startswith(
+            if not self.found.isdisjoint(upstream):
+                self.found.add(run_id)
+            elif self.cancelling and not str(params.get("triggerEvent")).startswith(
                     "command_cancelled:"):
                 self._cancel(run_id)  # what reacts to the cancellation itself may run
         if run_id not in self.ours:
@@ -97,14 +135,19 @@ class Follower:
         self.client.forget(self.client.send(M.M_CANCEL, {"runId": run_id}))
 
     def wait(self) -> None:
-        """Until every chain is over: their notifications have all been handled then."""
+        """Until every chain is over: their notifications have all been handled then. A
+        final run whose last update did not come (it had ended already) is printed from the
+        answers."""
         client = self.client
         client.wait_until(lambda: all(client.answered(w) for w in self.waits))
         for ident in self.waits:
             try:
-                client.response(ident)
+                result = client.response(ident)
             except RpcError as exc:  # a run already evicted from the host's memory
                 err(exc.args[0])
+                continue
+            for run in result["runs"] or [result["run"]]:
+                self.reporter.ended(run)
 
     def follow(self, method: str, params: Any, runs_of: Callable[[Any], Runs]) -> int:
         """Send the request that starts runs (``runs_of`` picks them from its result),
@@ -118,18 +161,33 @@ class Follower:
                 started = True
                 self.wait()
             except Interrupted:
-                err("interrupted: cancelling the runs it started")
                 self.cancelling = True
                 try:
                     if not started:
                         self.adopt(runs_of(self.client.response(ident)))
-                    for run_id in self.ours - self.final:
+                    mine = self.ours - self.final - self.found
+                    if not mine and self.ours <= self.found:
+                        err("interrupted: no longer following; the run goes on")
+                        return EXIT_INTERRUPTED
+                    err("interrupted: cancelling the runs it started")
+                    for run_id in mine:
                         self._cancel(run_id)
                     self.wait()
                 except Interrupted:
                     err("interrupted again: not waiting for the runs to end")
                 return EXIT_INTERRUPTED
         return self.reporter.exit_code()
+
+    def started_run(self, result: dict[str, Any]) -> Runs:
+        """The run of a ``sidecar/run`` or ``sidecar/rerun`` result, to follow: one its run
+        key found (``existing``) is said so on stderr and never cancelled."""
+        run: dict[str, Any] = result["run"]
+        if result.get("existing"):
+            err(found_label(run))
+            self.found.add(run["runId"])
+        elif result.get("strictOverrideUsed"):
+            err(override_label(run))
+        return [run]
 
 
 def _report_skipped(result: dict[str, Any]) -> None:
@@ -142,8 +200,23 @@ def run(args: argparse.Namespace) -> int:
     client = _open(args, start=True, chunks=True)
     with client:
         follower = Follower(client, Reporter(sys.stdout, args.json))
-        return follower.follow(M.M_RUN, {"command": args.name, "vars": variables},
-                               lambda result: [result["run"]])
+        return follower.follow(M.M_RUN, run_params(args, variables), follower.started_run)
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """Start a finished run again (a run id; a command's last run; a command's key's latest
+    run) and follow the new run like ``run``."""
+    client = _open(args, start=True, chunks=True)
+    with client:
+        run_id = None if args.key is not None else _resolve_run(client, args.run)["runId"]
+        params = rerun_params(args, run_id)
+        follower = Follower(client, Reporter(sys.stdout, args.json))
+
+        def started(result: dict[str, Any]) -> Runs:
+            err(rerun_label(result["run"]))
+            return follower.started_run(result)
+
+        return follower.follow(M.M_RERUN, params, started)
 
 
 def trigger(args: argparse.Namespace) -> int:
@@ -190,16 +263,10 @@ def save(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------- looking
-def _is_run_id(ref: str) -> bool:
-    parts = ref.split("-")
-    return (len(ref) == 36 and [len(p) for p in parts] == [8, 4, 4, 4, 12]
-            and all(c in "0123456789abcdefABCDEF" for p in parts for c in p))
-
-
 def _resolve_run(client: Client, ref: str) -> dict[str, Any]:
     """The run ``ref`` names: a run id, or a command (its newest active run, else its last
     run)."""
-    if _is_run_id(ref):
+    if is_run_id(ref):
         return {"runId": ref}
     (status,) = client.request(M.M_STATUS, {"command": ref})["commands"]
     if status["activeRuns"]:
@@ -231,14 +298,8 @@ def status(args: argparse.Namespace) -> int:
 
 def history(args: argparse.Namespace) -> int:
     with _open(args) as client:
-        runs = client.request(M.M_HISTORY, {"command": args.name, "limit": args.limit})["runs"]
-    if args.json:
-        out(json.dumps(runs, indent=2))
-    elif runs:
-        for line in history_table(runs):
-            out(line)
-    else:
-        err(f"{args.name} has no finished runs")
+        runs = client.request(M.M_HISTORY, history_params(args))["runs"]
+    print_history(args, runs)
     return 0
 
 
@@ -281,8 +342,9 @@ def output(args: argparse.Namespace) -> int:
 
 
 def cancel(args: argparse.Namespace) -> int:
-    params = ({"runId": args.run} if args.run else {"command": args.command} if args.command
-              else {"all": True})
+    params = ({"runId": args.run} if args.run else given(command=args.command, runKey=args.key)
+              if args.command else {"all": True})
+    params.update(given(reason=args.reason, graceSecs=args.grace))
     with _open(args) as client:
         n = client.request(M.M_CANCEL, params)["cancelled"]
     out(f"cancelled {n} run{'s' if n != 1 else ''}")
@@ -305,9 +367,22 @@ def wait(args: argparse.Namespace) -> int:
         for run_info in runs:
             reporter.send({"method": M.N_RUN_UPDATE, "params": run_info})
     if result["timedOut"]:
-        err(f"timed out after {args.timeout:g} s; the run goes on")
+        err(f"timed out after {args.timeout:g} s; the run goes on" if args.timeout is not None
+            else "the host stopped waiting; the run goes on")
         return EXIT_TIMEOUT
     return exit_code_of(runs)
+
+
+# ------------------------------------------------------------------------------- records
+def unlock(args: argparse.Namespace) -> int:
+    with _open(args) as client:
+        print_unlocked(args, client.request(M.M_UNLOCK, unlock_params(args)))
+    return 0
+
+
+def clean(args: argparse.Namespace) -> int:
+    with _open(args) as client:
+        return print_cleaned(args, client.request(M.M_CLEAN, clean_params(args)))
 
 
 # ------------------------------------------------------------------------------- the host

@@ -4,8 +4,10 @@
 of an in-process session (``--no-host``), and gets the notifications of the runs a host-backed
 command follows (:mod:`.remote`). It prints coloured lines on a terminal, plain lines
 otherwise, or with ``--json`` each notification as one JSON line ``{"method": …, "params": …}``
-(the wire form of protocol.md). :func:`status_table`, :func:`runs_table` and
-:func:`history_table` lay out wire results (``sidecar/status``, ``RunInfo`` lists).
+(the wire form of protocol.md). :func:`status_table`, :func:`runs_table`,
+:func:`history_table` and :func:`cleaned_table` lay out wire results (``sidecar/status``,
+``RunInfo`` lists, ``sidecar/clean``); :func:`found_label` says what a run key found instead
+of starting a run.
 
 Standard library only (with :mod:`sidecar.app.methods` and :mod:`sidecar.app.present`): the
 host-backed commands import no core.
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 from sidecar.app import methods as M
 from sidecar.app.present import icon, run_label, why_label
 
-COLORS = {"running": "36", "success": "32", "failed": "31", "cancelled": "33"}
+COLORS = {"running": "36", "success": "32", "failed": "31", "cancelled": "33", "lost": "31"}
 
 
 class Reporter:
@@ -35,6 +37,7 @@ class Reporter:
         self._partial: dict[str, str] = {}
         #: the final ``sidecar/runUpdate`` params of every run, in the order they ended
         self.finals: list[dict[str, Any]] = []
+        self._ended: set[str] = set()
 
     def _c(self, code: str, text: str) -> str:
         return f"\033[{code}m{text}\033[0m" if self.tty else text
@@ -43,6 +46,7 @@ class Reporter:
         method, params = message.get("method"), message.get("params") or {}
         if method == M.N_RUN_UPDATE and params["state"] in M.FINAL_STATES:
             self.finals.append(params)
+            self._ended.add(params["runId"])
         if self.json:
             self.stream.write(json.dumps({"method": method, "params": params}) + "\n")
         elif method == M.N_OUTPUT_CHUNK:
@@ -77,6 +81,14 @@ class Reporter:
             line += f" — {run['error']}"
         self.stream.write(self._c(COLORS.get(state, "0"), line) + "\n")
 
+    def ended(self, run: dict[str, Any]) -> None:
+        """A run (``RunInfo``) known to be final without its final ``sidecar/runUpdate``
+        having come here (a run found by its key: finished already, or another process's):
+        shown, and counted, as that update would have been; nothing if it was."""
+        if run["state"] in M.FINAL_STATES and run["runId"] not in self._ended:
+            self.send({"method": M.N_RUN_UPDATE,
+                       "params": {**run, "previous": run.get("previous")}})
+
     def exit_code(self) -> int:
         """:func:`exit_code_of` the runs that ended, in the order they ended."""
         return exit_code_of(self.finals)
@@ -84,15 +96,26 @@ class Reporter:
 
 def exit_code_of(runs: list[dict[str, Any]]) -> int:
     """The result of runs (``RunInfo``) as an exit code: 0 when every run succeeded; else
-    the first failed or cancelled one decides: a failed run's exit status (1 when it has
-    none or it is outside 1..125), 1 for a cancelled run."""
+    the first failed, cancelled or lost one decides: a failed run's exit status (1 when it
+    has none or it is outside 1..125), 1 for a cancelled or lost run."""
     for run in runs:
         if run["state"] == "failed":
             code = run["exitCode"]
             return code if code and 0 < code < 126 else 1
-        if run["state"] == "cancelled":
+        if run["state"] in ("cancelled", "lost"):
             return 1
     return 0
+
+
+def found_label(run: dict[str, Any]) -> str:
+    """What ``run --key`` found instead of starting a run (``existing``): ``run 1a2b3c4d of
+    Deploy (key nightly, attempt 2) is already running; following it``."""
+    head = (f"run {run['runId'][:8]} of {run['command']} (key {run['runKey']}, attempt "
+            f"{run['attempt']})")
+    if run["state"] not in M.FINAL_STATES:
+        return f"{head} is already {run['state']}; following it"
+    return (f"{head} already ran ({run['state']}); strict key: not started again "
+            f"(`sidecar unlock {run['command']} --key {run['runKey']}` lets it run once more)")
 
 
 # ------------------------------------------------------------------------------- tables
@@ -140,8 +163,23 @@ def runs_table(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def history_table(runs: list[dict[str, Any]]) -> list[str]:
-    """A command's finished runs (``sidecar/history``), most recent first."""
-    rows = [["RUN", "RESULT", "STARTED", "BY", "WHY"]]
-    rows += [[r["runId"], result_label(r), clock(r["startTime"]), r["startedBy"],
-              why_label(r["triggerChain"])] for r in runs]
+    """A command's finished runs (``sidecar/history``), most recent first; with their run
+    key and attempt when one has a key, and a rerun's or unlock's reason."""
+    keyed = any(r.get("runKey") for r in runs)
+    rows = [["RUN", *(["KEY", "ATTEMPT"] if keyed else []), "RESULT", "STARTED", "BY", "WHY"]]
+    for r in runs:
+        why = why_label(r["triggerChain"])
+        if r.get("reason"):
+            why += f" ({r['reason']})"
+        key = [r.get("runKey") or "-", str(r.get("attempt", 1))] if keyed else []
+        rows.append([r["runId"], *key, result_label(r), clock(r["startTime"]), r["startedBy"],
+                     why])
+    return table(rows)
+
+
+def cleaned_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The runs of a ``sidecar/clean`` result (``CleanedRun``)."""
+    rows = [["RUN", "COMMAND", "KEY", "STATE", "ENDED"]]
+    rows += [[r["runId"], r["command"], r["runKey"] or "-", r["state"], clock(r["endTime"])]
+             for r in runs]
     return table(rows)

@@ -1,8 +1,14 @@
 """The subcommands that act on a workspace in this process, with a host of their own: ``run``,
-``trigger``, ``save`` (which follow every run and chain to the end), ``status`` and
-``history`` with ``--no-host``; ``preview`` and ``graph`` always. Imported only when one of
-them runs, so ``--help``, ``check``, ``init`` and the host-backed commands (:mod:`.remote`)
-start without the service layer."""
+``trigger``, ``save``, ``rerun`` (which follow every run and chain to the end), ``status``,
+``history``, ``unlock`` and ``clean`` with ``--no-host``; ``preview`` and ``graph`` always.
+Imported only when one of them runs, so ``--help``, ``check``, ``init`` and the host-backed
+commands (:mod:`.remote`) start without the service layer.
+
+The run records (``.sidecar/runs.db``) are the workspace's, shared with its host and every
+other ``--no-host`` process: a ``run --key`` whose key has a run active in another process
+follows that run (the orchestrator reads its record until it is final) and exits with its
+result; Ctrl-C then stops following it, without cancelling it. The requests that the host also
+serves go through :func:`_request`, with the wire params and results of :mod:`.wire`."""
 
 from __future__ import annotations
 
@@ -15,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sidecar.app import methods as M
 from sidecar.app import protocol as P
 from sidecar.app.service import Service
 from sidecar.host.host import Host
 from sidecar.host.session import Session
 
+from .client import RpcError
 from .common import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -30,9 +38,24 @@ from .common import (
     parse_vars,
     workspace_of,
 )
-from .report import Reporter, history_table, status_table
+from .report import Reporter, found_label, status_table
+from .wire import (
+    clean_params,
+    history_params,
+    is_run_id,
+    override_label,
+    print_cleaned,
+    print_history,
+    print_unlocked,
+    rerun_label,
+    rerun_params,
+    run_params,
+    unlock_params,
+)
 
-Work = Callable[[Service], Awaitable[None]]
+Work = Callable[[Service], Awaitable["list[str] | None"]]
+"""What a following subcommand does once the host has started; it returns the runs it found by
+their run key rather than started (followed too), if any."""
 
 
 def _host(args: argparse.Namespace) -> Host:
@@ -52,16 +75,34 @@ def _call(result: Awaitable[Any]) -> Any:
 
 
 async def _checked(result: Awaitable[Any]) -> Any:
+    """``result``, or the CliError an error response from a host would give (the same exit
+    code: 2 for invalid params, 3 without a valid config, else 1)."""
     try:
         return await result
     except P.SidecarRpcError as exc:
-        raise CliError(exc.message) from None
+        raise RpcError(exc.code, exc.message, exc.data) from None
+
+
+async def _request(service: Service, method: str, params: dict[str, Any]) -> Any:
+    """A request as the host answers it: wire params in (checked as the host checks them),
+    wire result out."""
+    cls, call = service.operations()[method]
+    return P.to_wire(await _checked(call(P.parse_params(cls, params))))
+
+
+async def _once(args: argparse.Namespace, method: str, params: dict[str, Any]) -> Any:
+    """One request to a host of this process's own, closed after it."""
+    host = _host(args)
+    try:
+        return await _request(Service(host), method, params)
+    finally:
+        await host.close()
 
 
 async def _drive(args: argparse.Namespace, work: Work, started_by: str = "cli") -> int:
     """Start the host with a session that prints, do ``work`` (its runs are started by
-    ``started_by``), follow every run and chain until they settle, and map the runs' results
-    to an exit code."""
+    ``started_by``), follow every run and chain until they settle, and the runs ``work``
+    found (:data:`Work`) until they end, and map the runs' results to an exit code."""
     host = _host(args)
     reporter = Reporter(sys.stdout, getattr(args, "json", False))
     session = Session(host, reporter)
@@ -74,22 +115,48 @@ async def _drive(args: argparse.Namespace, work: Work, started_by: str = "cli") 
         started = host.start()
         if started is not None:
             await started
-        await _checked(work(service))
-        idle = asyncio.ensure_future(host.wait_idle())
+        found = await _checked(work(service)) or []
+        idle = asyncio.ensure_future(_settle(host, service, reporter, found))
         stop = asyncio.ensure_future(interrupted.wait())
         await asyncio.wait([idle, stop], return_when=asyncio.FIRST_COMPLETED)
         if stop.done() and not idle.done():
-            err("interrupted: cancelling runs")
-            await service.cancel(P.CancelParams(all=True))
+            if host.active_runs() or not found:
+                err("interrupted: cancelling runs")
+                await service.cancel(P.CancelParams(all=True))
+            else:  # only following a run found by its key: it is not ours to cancel
+                err("interrupted: no longer following; the run goes on")
             idle.cancel()
             return EXIT_INTERRUPTED
         stop.cancel()
+        idle.result()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await host.close()
         session.close()
     return reporter.exit_code()
+
+
+async def _settle(host: Host, service: Service, reporter: Reporter, found: list[str]) -> None:
+    """Until this process's runs and chains have settled, and the ``found`` runs have ended
+    (those another process owns are followed through their records); each found run's end
+    is printed, as its final update would have been (none comes for a run of another process,
+    nor for a strict key's finished run)."""
+    await host.wait_idle()
+    for run_id in found:
+        reporter.ended((await _request(service, M.M_WAIT, {"runId": run_id}))["run"])
+
+
+def _started(result: dict[str, Any]) -> list[str]:
+    """The run a ``sidecar/run`` or ``sidecar/rerun`` result names: found by its key
+    (``existing``: said so, and returned, to follow), or started."""
+    run = result["run"]
+    if result["existing"]:
+        err(found_label(run))
+        return [run["runId"]]
+    if result["strictOverrideUsed"]:
+        err(override_label(run))
+    return []
 
 
 def _report_skipped(result: P.TriggerResultWire) -> None:
@@ -100,10 +167,34 @@ def _report_skipped(result: P.TriggerResultWire) -> None:
 def run(args: argparse.Namespace) -> int:
     variables = parse_vars(args.var)
 
-    async def work(service: Service) -> None:
-        await service.run(P.RunParams(command=args.name, vars=variables))
+    async def work(service: Service) -> list[str]:
+        return _started(await _request(service, M.M_RUN, run_params(args, variables)))
 
     return asyncio.run(_drive(args, work))
+
+
+def rerun(args: argparse.Namespace) -> int:
+    """``rerun --no-host``: RUN (a run id, or a command's last run) or NAME's key's latest
+    run, started again here and followed like ``run``."""
+
+    async def work(service: Service) -> list[str]:
+        run_id = None
+        if args.key is None:
+            run_id = args.run if is_run_id(args.run) else await _last_run(service, args.run)
+        result = await _request(service, M.M_RERUN, rerun_params(args, run_id))
+        err(rerun_label(result["run"]))
+        return _started(result)
+
+    return asyncio.run(_drive(args, work))
+
+
+async def _last_run(service: Service, name: str) -> str:
+    """The id of ``name``'s last run (as :func:`.remote._resolve_run` for a command)."""
+    (status,) = (await _request(service, M.M_STATUS, {"command": name}))["commands"]
+    if status["lastRun"] is None:
+        raise CliError(f"{name} has not run yet")
+    run_id: str = status["lastRun"]["runId"]
+    return run_id
 
 
 def trigger(args: argparse.Namespace) -> int:
@@ -144,17 +235,22 @@ def status(args: argparse.Namespace) -> int:
 
 
 def history(args: argparse.Namespace) -> int:
-    """``history --no-host``: the runs kept by output storage."""
-    result = P.to_wire(_call(Service(_host(args)).history(
-        P.HistoryParams(command=args.name, limit=args.limit))))
-    if args.json:
-        out(json.dumps(result["runs"], indent=2))
-    elif result["runs"]:
-        for line in history_table(result["runs"]):
-            out(line)
-    else:
-        err(f"{args.name} has no finished runs")
+    """``history --no-host``: the runs in the run records (or kept by output storage, with
+    ``[history] store = "memory"``)."""
+    print_history(args, asyncio.run(_once(args, M.M_HISTORY, history_params(args)))["runs"])
     return 0
+
+
+def unlock(args: argparse.Namespace) -> int:
+    """``unlock --no-host``: in the run records, which every process of the workspace reads."""
+    print_unlocked(args, asyncio.run(_once(args, M.M_UNLOCK, unlock_params(args))))
+    return 0
+
+
+def clean(args: argparse.Namespace) -> int:
+    """``clean --no-host``: in the run records. A host running meanwhile may still list the
+    deleted runs it holds in memory (``sidecar clean`` through it does not)."""
+    return print_cleaned(args, asyncio.run(_once(args, M.M_CLEAN, clean_params(args))))
 
 
 def preview(args: argparse.Namespace) -> int:
