@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from sidecar.core.durations import format_duration
 
-ICONS = {"success": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "pending": "…"}
+ICONS = {"success": "✓", "failed": "✗", "cancelled": "⊘", "lost": "⚠", "running": "▶",
+         "pending": "…"}
 
 
 def run_label(state: str, exit_code: int | None, duration_secs: float | None) -> str:
@@ -24,7 +25,8 @@ def run_label(state: str, exit_code: int | None, duration_secs: float | None) ->
 
 
 def icon(state: str) -> str:
-    """``✓`` success, ``✗`` failed, ``⊘`` cancelled, ``▶`` running, ``…`` pending."""
+    """``✓`` success, ``✗`` failed, ``⊘`` cancelled, ``⚠`` lost, ``▶`` running, ``…``
+    pending."""
     return ICONS.get(state, "?")
 
 

@@ -393,8 +393,11 @@ class CommandOrchestrator:
             while True:
                 tasks: list[asyncio.Future[Any]] = []
                 spawning: list[asyncio.Future[Any]] = []
-                for run in map(self._unsettled.get, list(chain)):
+                for run_id, member in list(chain.items()):
+                    run = self._unsettled.get(run_id)
                     if run is None:
+                        if not member.is_finalized:  # another process's: followed
+                            spawning.append(asyncio.ensure_future(member.done_event().wait()))
                         continue
                     if run.task is not None:
                         if not run.task.done():
@@ -656,11 +659,17 @@ class CommandOrchestrator:
 
     def _keyed_run(self, cfg: CommandConfig, key: _KeyRequest | None) -> RunHandle | None:
         """The run a start with ``key`` returns instead of starting one, if any (a read:
-        :meth:`RunRecords.claim` decides for good)."""
-        if key is None or key.run_key is None or key.rerun_of is not None:
+        :meth:`RunRecords.claim` decides for good). A rerun returns none; while its key has
+        an active run it is refused (RunStateError), before anything is cancelled for it."""
+        if key is None or key.run_key is None:
             return None
         found = self._records.lookup(cfg.name, key.run_key, key.strict)
-        return RunHandle(self._adopt(found), existing=True) if found is not None else None
+        if key.rerun_of is None:
+            return RunHandle(self._adopt(found), existing=True) if found is not None else None
+        if found is not None and not found.is_finalized:
+            raise RunStateError(f"run key {key.run_key!r} of {cfg.name!r} has an active run "
+                                f"({found.run_id}, {found.state.value})")
+        return None
 
     async def _start(self, entry: _Command, event: str | None, context: TriggerContext,
                      upstream: list[tuple[str, str]] | None = None, *,

@@ -91,8 +91,9 @@ class ChunkStreamer:
 
     def on_output(self, ev: OutputEvent) -> None:
         s = self._streams.get(ev.run_id)
-        if s is None:
-            return
+        if s is None:  # a run that started before this session: its output from here on
+            s = self._streams[ev.run_id] = _Stream(ev.run_id, ev.command,
+                                                    self._enabled_for(ev.run_id, ev.command))
         if self.on_line is not None and ev.text:
             text = ev.text.rstrip("\r\n")
             if text:

@@ -100,3 +100,32 @@ def test_lost_is_a_final_state_reached_only_from_active_ones() -> None:
     assert RunState.LOST in TRANSITIONS[RunState.PENDING]
     assert RunState.LOST in TRANSITIONS[RunState.RUNNING]
     assert TRANSITIONS[RunState.LOST] == frozenset()
+
+
+async def test_a_rerun_while_its_key_is_active_is_refused_and_cancels_nothing(
+        tmp_path: Path) -> None:
+    orch = orch_of(gated(tmp_path / "go"))
+    first = await orch.run_command("Job", run_key="k")
+    (tmp_path / "go").touch()
+    await first.wait(10)
+    (tmp_path / "go").unlink()
+    second = await orch.run_command("Job", run_key="k")
+    assert not second.existing and second.result.attempt == 2
+    with pytest.raises(RunStateError, match="active run"):
+        await orch.rerun(first.run_id)
+    assert not second.is_finalized  # not cancelled by a retrigger
+    (tmp_path / "go").touch()
+    assert (await second.wait(10)).state is RunState.SUCCESS
+
+
+async def test_wait_chain_waits_for_a_run_another_orchestrator_owns(tmp_path: Path) -> None:
+    cmd = gated(tmp_path / "go")
+    a = orch_of(cmd, records=SQLiteRecords(tmp_path / "state"))
+    b = orch_of(cmd, records=SQLiteRecords(tmp_path / "state"))
+    mine = await a.run_command("Job", run_key="w")
+    waiter = asyncio.ensure_future(b.wait_chain([mine.run_id], timeout=10))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    (tmp_path / "go").touch()
+    runs = await waiter
+    assert [(r.run_id, r.state) for r in runs] == [(mine.run_id, RunState.SUCCESS)]

@@ -376,3 +376,24 @@ async def test_a_read_only_state_directory_never_stops_runs(root: Path,
             await client.close()
             await stop_host(root)
 
+
+
+async def test_a_client_attaching_mid_run_gets_its_output_from_then_on(root: Path) -> None:
+    first = await HostClient.serve(root, "Neovim")
+    try:
+        started = await first.request("sidecar/run", {"command": "Deploy", "runKey": "r"})
+        run_id = started["run"]["runId"]
+        await first.wait_for(lambda: "deploying" in first.output(run_id))
+        second = await HostClient.serve(root, "agent")
+        found = await second.request("sidecar/run", {"command": "Deploy", "runKey": "r"})
+        assert found["existing"] is True and found["run"]["runId"] == run_id
+        await release(root, "released\n")
+        final = await second.final(run_id)
+        assert final["state"] == "success"
+        chunks = [c for c in second.notifications("sidecar/outputChunk")
+                  if c["runId"] == run_id]
+        assert "".join(c["text"] for c in chunks) == "released\n"
+        assert chunks[0]["offset"] == len("deploying\n")
+        await second.close()
+    finally:
+        await first.close()

@@ -102,12 +102,6 @@ class Follower:
             run_id = run["runId"]
             self.ours.add(run_id)
             self.waits.append(self.client.send(M.M_WAIT, {"runId": run_id, "chain": True}))
-            if run_id in self.found:
-                # Also the run alone: a chain wait is answered at once (timedOut) when the
-                # run belongs to another process (a `run --key --no-host`), as the core's
-                # wait_chain waits only for the host's own runs; a plain wait follows the
-                # run's record to its end.
-                self.waits.append(self.client.send(M.M_WAIT, {"runId": run_id}))
 
     def notify(self, message: Message) -> None:
         params = message.get("params")

@@ -43,11 +43,6 @@ name = "Fail"
 command = "echo x >> fails; exit 4"
 """
 
-GRACE_BUG = ("sidecar/app/protocol.py's parse_params cannot check a float field "
-             "(AssertionError: <class 'float'>): sidecar/cancel graceSecs and sidecar/unlock "
-             "ttlSecs end in an internal error")
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     (tmp_path / "sidecar.toml").write_text(CONFIG)
@@ -305,7 +300,6 @@ def test_a_bad_ttl_is_a_usage_error(root: Path, ttl: str) -> None:
     assert host_pid(Workspace(str(root)).lock_path) is None
 
 
-@pytest.mark.xfail(strict=True, reason=GRACE_BUG)
 def test_unlock_with_a_ttl(root: Path) -> None:
     assert sidecar("run", "Count", "--key", "t", "--strict", cwd=root).returncode == 0
     proc = sidecar("unlock", "Count", "--key", "t", "--ttl", "30m", "--json", cwd=root)
@@ -454,7 +448,6 @@ def test_cancel_a_keys_run_with_a_reason(root: Path) -> None:
     assert (cancelled["state"], cancelled["comment"]) == ("cancelled", "manual intervention")
 
 
-@pytest.mark.xfail(strict=True, reason=GRACE_BUG)
 def test_cancel_with_a_reason_and_a_grace(root: Path) -> None:
     held = spawn("run", "Gate", "--json", cwd=root)
     out, err = Pipe(held.stdout), Pipe(held.stderr)
