@@ -77,7 +77,6 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_by_command ON runs(command, seq, state);
 CREATE INDEX IF NOT EXISTS runs_by_key ON runs(command, run_key, seq) WHERE run_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_active ON runs(state) WHERE state IN ('pending', 'running');
-CREATE INDEX IF NOT EXISTS runs_by_end ON runs(end_time);
 CREATE TABLE IF NOT EXISTS unlocks (
     command TEXT NOT NULL,
     run_key TEXT NOT NULL,
@@ -153,6 +152,10 @@ _INSERT = (f"INSERT INTO runs ({', '.join(_COLUMNS)}) "
 _UPSERT = (_INSERT + " ON CONFLICT(run_id) DO UPDATE SET "
            + ", ".join(f"{c} = excluded.{c}" for c in _UPDATED))
 _SELECT = f"SELECT {', '.join(_COLUMNS)}, seq FROM runs"
+#: What changes as a recorded run goes on (:meth:`RunDB.update`).
+_MUTABLE = ("state", "exit_code", "error", "comment", "start_time", "end_time", "owner", "pid",
+            "output_path", "output_size")
+_UPDATE = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE run_id = ?"
 _JSON_INDEXES = tuple(_COLUMNS.index(c) for c in _JSON_COLUMNS)
 _STRICT_INDEX = _COLUMNS.index("strict")
 
@@ -341,10 +344,11 @@ class RunDB:
 
     @staticmethod
     def _values(row: RunRow) -> list[Any]:
-        out: list[Any] = []
-        for c in _COLUMNS:
-            v = getattr(row, c)
-            out.append(json.dumps(v) if c in _JSON_COLUMNS else v)
+        """``row``'s column values, in :data:`_COLUMNS` order (JSON columns as text)."""
+        out: list[Any] = [getattr(row, c) for c in _COLUMNS]
+        for i in _JSON_INDEXES:
+            value = out[i]
+            out[i] = json.dumps(value) if value else "[]" if isinstance(value, list) else "{}"
         return out
 
     def _select(self, where: str, args: Sequence[Any] = ()) -> list[RunRow]:
@@ -357,6 +361,14 @@ class RunDB:
         if not row.created_at:
             row.created_at = time.time()
         self._db.execute(_UPSERT, self._values(row))
+
+    def update(self, row: RunRow) -> bool:
+        """Update the recorded run of ``row``'s id with what changes as a run goes on (its
+        state, exit code, error, comment, times, owner, pid, output); False if there is no
+        such run. Cheaper than :meth:`record`."""
+        values = [getattr(row, c) for c in _MUTABLE]
+        values.append(row.run_id)
+        return self._db.execute(_UPDATE, values).rowcount > 0
 
     # -------------------------------------------------------------------- run keys
     def latest(self, command: str, run_key: str) -> RunRow | None:

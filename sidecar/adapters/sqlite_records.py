@@ -111,6 +111,7 @@ class SQLiteRecords:
         self._closed = False
         self._ended: dict[str, int] = {}  # runs ended per command since its last prune
         self._cache: OrderedDict[str, RunResult] = OrderedDict()
+        self._recorded: set[str] = set()  # active runs whose record this process wrote
         self.output_dir: Path | None = None
         #: runs marked lost when the records were opened (their owners had died)
         self.recovered: list[RunRow] = []
@@ -168,8 +169,19 @@ class SQLiteRecords:
         return self.output_dir / f"{run_id}.log" if self.output_dir is not None else None
 
     def record(self, result: RunResult) -> None:
+        """Insert the run's record, or (a run recorded here before) update what changed."""
         row = to_row(result)
-        self._guard("write", lambda: self.db.record(row), None)
+        run_id = row.run_id
+        if run_id in self._recorded:
+            done = self._guard("write", lambda: self.db.update(row), False)
+        else:
+            done = False
+        if not done:
+            self._guard("write", lambda: self.db.record(row), None)
+        if result.is_finalized:
+            self._recorded.discard(run_id)
+        else:
+            self._recorded.add(run_id)
 
     def lookup(self, command: str, run_key: str, strict: bool) -> RunResult | None:
         row = self._guard("read", lambda: self.db.lookup(command, run_key, strict=strict), None)
@@ -181,12 +193,14 @@ class SQLiteRecords:
             source = self._guard("read", lambda: self.db.get(result.rerun_of or ""), None)
             result.attempt = row.attempt = source.attempt + 1 if source is not None else 1
             self._guard("write", lambda: self.db.record(row), None)
+            self._recorded.add(row.run_id)
             return KeyClaim(result, existing=False)
         got = self._guard("write", lambda: self.db.claim(row, strict=strict, rerun=rerun), None)
         if got is None:
             return KeyClaim(result, existing=False)
         if got.existing:
             return KeyClaim(from_row(got.run), existing=True)
+        self._recorded.add(row.run_id)
         result.attempt, result.rerun_of, result.reason = (got.run.attempt, got.run.rerun_of,
                                                           got.run.reason)
         return KeyClaim(result, existing=False, strict_override_used=got.strict_override_used)

@@ -718,7 +718,10 @@ class CommandOrchestrator:
         result.capture = OutputCapture(result.output_file,
                                        spill_at=0 if streamed is not None else SPILL_AT)
         # From here to the run's registration nothing awaits: a concurrent start of the same
-        # key in this process finds it.
+        # key in this process finds it. (A run without a key is first recorded when it runs:
+        # one write less for the common case; a host dying while it is being spawned leaves
+        # no record of it, as no process of it is left either.)
+        override = False
         if key is not None:
             result.run_key, result.rerun_of, result.reason = key.run_key, key.rerun_of, key.reason
             claim = self._records.claim(result, strict=key.strict,
@@ -726,9 +729,6 @@ class CommandOrchestrator:
             if claim.existing:
                 return RunHandle(self._adopt(claim.run), existing=True)
             override = claim.strict_override_used
-        else:
-            self._records.record(result)
-            override = False
         run = _Run(entry, result, TriggerContext(set(context.seen), list(context.history),
                                                  dict(context.vars), context.started_by,
                                                  upstream))
