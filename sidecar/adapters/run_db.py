@@ -33,7 +33,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -361,6 +361,14 @@ class RunDB:
         if not row.created_at:
             row.created_at = time.time()
         self._db.execute(_UPSERT, self._values(row))
+
+    def save(self, rows: Iterable[RunRow], recorded: Container[str] = ()) -> None:
+        """Record several runs in one transaction: those in ``recorded`` (ids whose record
+        exists) by :meth:`update`, the others by :meth:`record`."""
+        with self._write():
+            for row in rows:
+                if row.run_id not in recorded or not self.update(row):
+                    self.record(row)
 
     def update(self, row: RunRow) -> bool:
         """Update the recorded run of ``row``'s id with what changes as a run goes on (its

@@ -14,6 +14,7 @@ memory for the rest of the process's life.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import sqlite3
@@ -29,6 +30,7 @@ from .run_db import RunDB, RunRow, WrongState, current_owner
 
 logger = logging.getLogger("sidecar.store")
 DB_NAME = "runs.db"
+FLUSH_AFTER = 0.01
 CACHED = 1024
 OUTPUT_DIR = "output"
 
@@ -112,6 +114,8 @@ class SQLiteRecords:
         self._ended: dict[str, int] = {}  # runs ended per command since its last prune
         self._cache: OrderedDict[str, RunResult] = OrderedDict()
         self._recorded: set[str] = set()  # active runs whose record this process wrote
+        self._pending: dict[str, RunResult] = {}  # runs to record at the next flush
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.output_dir: Path | None = None
         #: runs marked lost when the records were opened (their owners had died)
         self.recovered: list[RunRow] = []
@@ -169,25 +173,42 @@ class SQLiteRecords:
         return self.output_dir / f"{run_id}.log" if self.output_dir is not None else None
 
     def record(self, result: RunResult) -> None:
-        """Insert the run's record, or (a run recorded here before) update what changed."""
-        row = to_row(result)
-        run_id = row.run_id
-        if run_id in self._recorded:
-            done = self._guard("write", lambda: self.db.update(row), False)
+        """Record the run as it is now. Within an event loop the write waits up to
+        :data:`FLUSH_AFTER` seconds for others (a short run's start and end become one
+        write; a burst of runs, one transaction); every read here flushes first."""
+        self._pending[result.run_id] = result
+        if self._flush_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
         else:
-            done = False
-        if not done:
-            self._guard("write", lambda: self.db.record(row), None)
-        if result.is_finalized:
-            self._recorded.discard(run_id)
-        else:
-            self._recorded.add(run_id)
+            self._flush_timer = loop.call_later(FLUSH_AFTER, self.flush)
+
+    def flush(self) -> None:
+        """Write the records waiting in :meth:`record` (their runs as they are now)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if not self._pending:
+            return
+        results, self._pending = list(self._pending.values()), {}
+        rows = [to_row(r) for r in results]
+        self._guard("write", lambda: self.db.save(rows, self._recorded), None)
+        for result in results:
+            if result.is_finalized:
+                self._recorded.discard(result.run_id)
+            else:
+                self._recorded.add(result.run_id)
 
     def lookup(self, command: str, run_key: str, strict: bool) -> RunResult | None:
+        self.flush()
         row = self._guard("read", lambda: self.db.lookup(command, run_key, strict=strict), None)
         return from_row(row) if row is not None else None
 
     def claim(self, result: RunResult, *, strict: bool, rerun: bool) -> KeyClaim:
+        self.flush()
         row = to_row(result)
         if result.run_key is None:  # a rerun of a run without a key: the next attempt
             source = self._guard("read", lambda: self.db.get(result.rerun_of or ""), None)
@@ -206,6 +227,7 @@ class SQLiteRecords:
         return KeyClaim(result, existing=False, strict_override_used=got.strict_override_used)
 
     def get(self, run_id: str) -> RunResult | None:
+        self.flush()
         row = self._guard("read", lambda: self.db.get(run_id), None)
         return from_row(row) if row is not None else None
 
@@ -213,6 +235,7 @@ class SQLiteRecords:
                 ) -> list[RunResult]:
         """Finished runs, each read (and made a RunResult) once while it is among the
         :data:`CACHED` most recently read: a finished run's record no longer changes."""
+        self.flush()
         none: list[str] = []
         ids = self._guard("read", lambda: self.db.history_ids(command, limit, run_key=run_key),
                           none)
@@ -245,10 +268,13 @@ class SQLiteRecords:
             self._ended[command] = ended
             return
         self._ended[command] = 0
+        self.flush()
         self._guard("write", lambda: self.db.prune(command, keep), None)
 
     def close(self) -> None:
-        """Close the database; later calls record nothing (the host has stopped)."""
+        """Write what waits, close the database; later calls record nothing (the host has
+        stopped)."""
+        self.flush()
         self._closed = True
         self.db.close()
 

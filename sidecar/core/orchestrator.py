@@ -867,9 +867,9 @@ class CommandOrchestrator:
         """``on_change`` of every run started here: called by :meth:`RunResult.transition`,
         the one place states change, whoever calls it (the orchestrator or ``mark_*``).
 
-        A final state is booked first (:meth:`_book_final`), and every state recorded, so
-        that whoever sees the RunEvent announcing it finds status, history, records and
-        output already up to date.
+        A final state is booked first (:meth:`_book_final`), and every state handed to the
+        records, so that whoever sees the RunEvent announcing it finds status, history,
+        records and output already up to date.
         """
         run = self._runs.get(result.run_id)
         ended = run if run is not None and run.result is result and result.state.is_final \

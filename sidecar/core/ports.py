@@ -142,7 +142,8 @@ class RunRecords(Protocol):
         ...
 
     def record(self, result: RunResult) -> None:
-        """Record the run as it is now (called when it is created and at each change)."""
+        """Record the run as it is now (called at each change of state). The write may wait
+        a moment (a batch), but this object's own reads must include it."""
         ...
 
     def lookup(self, command: str, run_key: str, strict: bool) -> RunResult | None:
