@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -51,6 +50,7 @@ from _common import (  # noqa: E402
 )
 from protocol import (  # noqa: E402
     BARE_PYGLS,
+    SIDECAR,
     Conn,
     run_true,
     spawn_true,
@@ -60,8 +60,6 @@ from protocol import (  # noqa: E402
 
 from sidecar.app.methods import FINAL_STATES  # noqa: E402
 
-_SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
-SIDECAR = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "sidecar"]
 SERVE = [*SIDECAR, "serve"]
 STANDALONE = [*SERVE, "--standalone"]
 

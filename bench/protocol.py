@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,6 +52,9 @@ from _common import (  # noqa: E402
 )
 
 SIDECAR_CMD = [sys.executable, "-c", "from sidecar.frontends.lsp import serve; raise SystemExit(serve())"]
+_SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
+SIDECAR = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "sidecar"]
+"""The ``sidecar`` command line of this interpreter's environment."""
 BARE_PYGLS = [sys.executable, "-c",
               "from pygls.lsp.server import LanguageServer\n"
               "LanguageServer('bare', '0').start_io()"]

@@ -64,14 +64,11 @@ from _common import (  # noqa: E402
     median,
     ratio,
 )
-from protocol import SIDECAR_CMD, Conn, run_true, write_workspace  # noqa: E402
+from protocol import SIDECAR, SIDECAR_CMD, Conn, run_true, write_workspace  # noqa: E402
 
 from sidecar.adapters.run_db import RunDB, RunRow, owner_alive, owner_of  # noqa: E402
 from sidecar.adapters.sqlite_records import DB_NAME, OUTPUT_DIR  # noqa: E402
 from sidecar.host.locate import STATE_DIR_NAME, Workspace, host_pid, spawn_host  # noqa: E402
-
-_SCRIPT = shutil.which("sidecar", path=os.path.dirname(sys.executable))
-SIDECAR = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "sidecar"]
 
 STORED_RUNS = 10_000
 KEEP_RUNS = 1000  # [history] keep_runs' default

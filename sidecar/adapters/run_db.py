@@ -40,6 +40,9 @@ from typing import Any
 
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("success", "failed", "cancelled", "lost")
+#: The states above as SQL lists (``state IN …``), written once.
+_ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
+_FINAL_SQL = "(" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECS = 10.0
 
@@ -525,8 +528,7 @@ class RunDB:
             where += " AND run_key = ?"
             args.append(run_key)
         if not active:
-            where += f" AND state IN ({', '.join('?' * len(FINAL_STATES))})"
-            args.extend(FINAL_STATES)
+            where += f" AND state IN {_FINAL_SQL}"
         where += " ORDER BY seq DESC"
         if limit > 0:
             where += f" LIMIT {int(limit)}"
@@ -534,7 +536,7 @@ class RunDB:
 
     def active(self) -> list[RunRow]:
         """Every run recorded as active whose owner lives, oldest first."""
-        rows = self._select("WHERE state IN ('pending', 'running') ORDER BY seq")
+        rows = self._select(f"WHERE state IN {_ACTIVE_SQL} ORDER BY seq")
         return [r for r in map(self._checked, rows) if r.is_active]
 
     def count(self) -> int:
@@ -557,7 +559,7 @@ class RunDB:
         size = _file_size(row.output_path)
         self._db.execute(
             "UPDATE runs SET state = 'lost', end_time = ?, error = ?, output_size = ? "
-            "WHERE run_id = ? AND state IN ('pending', 'running')",
+            f"WHERE run_id = ? AND state IN {_ACTIVE_SQL}",
             (now, error, size, row.run_id))
         return replace(row, state="lost", end_time=now, error=error, output_size=size)
 
@@ -565,7 +567,7 @@ class RunDB:
         """Mark lost every active run whose owner is gone (a host starting); returns them."""
         lost = []
         with self._write():
-            for row in self._select("WHERE state IN ('pending', 'running') ORDER BY seq"):
+            for row in self._select(f"WHERE state IN {_ACTIVE_SQL} ORDER BY seq"):
                 if row.owner != current_owner() and not self.alive(row.owner):
                     lost.append(self._mark_lost(row))
         return lost
@@ -576,14 +578,13 @@ class RunDB:
         their output files; returns the deleted runs."""
         if keep < 0:
             return []
-        final = ", ".join(f"'{s}'" for s in FINAL_STATES)
         cut = self._db.execute(
-            f"SELECT seq FROM runs WHERE command = ? AND state IN ({final}) "
+            f"SELECT seq FROM runs WHERE command = ? AND state IN {_FINAL_SQL} "
             "ORDER BY seq DESC LIMIT 1 OFFSET ?", (command, keep)).fetchone()
         if cut is None:
             return []
         with self._write():
-            rows = self._select(f"WHERE command = ? AND state IN ({final}) AND seq <= ?",
+            rows = self._select(f"WHERE command = ? AND state IN {_FINAL_SQL} AND seq <= ?",
                                 (command, cut[0]))
             self._delete(rows)
         _unlink_outputs(rows)
@@ -601,7 +602,7 @@ class RunDB:
             raise ValueError("runId cannot be combined with other selections")
         if run_id is None and before is None and after is None and not all:
             raise ValueError("give one of before, after, all or runId")
-        where = [f"state IN ({', '.join(repr(s) for s in FINAL_STATES)})"]
+        where = [f"state IN {_FINAL_SQL}"]
         args: list[Any] = []
         for cond, value in (("run_id = ?", run_id), ("command = ?", command),
                             ("run_key = ?", run_key), ("end_time < ?", before),

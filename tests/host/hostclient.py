@@ -89,12 +89,25 @@ class HostClient:
         self.writer.write(frame(msg))
         return self._id
 
-    async def request(self, method: str, params: Any = None, timeout: float = 15.0) -> Any:
+    async def reply(self, method: str, params: Any = None, timeout: float = 15.0
+                    ) -> dict[str, Any]:
+        """Send a request; its response, whole."""
         i = self.send(method, params)
-        reply = await self.wait_for(lambda: next(
+        response: dict[str, Any] = await self.wait_for(lambda: next(
             (m for m in self.messages if m.get("id") == i and "method" not in m), None), timeout)
+        return response
+
+    async def request(self, method: str, params: Any = None, timeout: float = 15.0) -> Any:
+        reply = await self.reply(method, params, timeout)
         assert "error" not in reply, reply
         return reply["result"]
+
+    async def error(self, method: str, params: Any = None) -> dict[str, Any]:
+        """The error a request is answered with (it must fail)."""
+        reply = await self.reply(method, params)
+        assert "error" in reply, reply
+        error: dict[str, Any] = reply["error"]
+        return error
 
     async def initialize(self, root: Path, name: str | None, options: Any = None) -> Any:
         params: dict[str, Any] = {"processId": os.getpid(), "rootUri": root.as_uri(),

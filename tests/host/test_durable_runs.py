@@ -58,15 +58,6 @@ def starts(root: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-async def error_of(client: HostClient, method: str, params: Any) -> dict[str, Any]:
-    i = client.send(method, params)
-    reply = await client.wait_for(lambda: next(
-        (m for m in client.messages if m.get("id") == i and "method" not in m), None))
-    assert "error" in reply, reply
-    error: dict[str, Any] = reply["error"]
-    return error
-
-
 async def stop_host(root: Path) -> None:
     """``sidecar host stop``: the host exits (its runs cancelled, its records closed)."""
     proc = await asyncio.create_subprocess_exec(
@@ -93,10 +84,10 @@ async def test_twenty_starts_of_one_key_from_four_connections_start_one_process(
         assert first["runKey"] == "release-1" and first["attempt"] == 1
 
         # While it runs, the key cannot be rerun or unlocked.
-        err = await error_of(clients[1], "sidecar/rerun",
+        err = await clients[1].error("sidecar/rerun",
                              {"command": "Deploy", "runKey": "release-1"})
         assert err["code"] in (E_RUN_STATE, E_RUN_NOT_FOUND)
-        err = await error_of(clients[1], "sidecar/unlock",
+        err = await clients[1].error("sidecar/unlock",
                              {"command": "Deploy", "runKey": "release-1"})
         assert err["code"] == E_RUN_STATE and "active" in err["message"]
 
@@ -161,9 +152,9 @@ async def test_strict_keys_unlocks_with_ttl_and_reruns(root: Path) -> None:
         assert rerun["run"]["attempt"] == 4 and rerun["run"]["reason"] == "retry after disk error"
         assert rerun["run"]["state"] == "success" and starts(root) == 4
 
-        err = await error_of(client, "sidecar/unlock", {"command": "Once", "runKey": "nope"})
+        err = await client.error("sidecar/unlock", {"command": "Once", "runKey": "nope"})
         assert err["code"] == E_RUN_NOT_FOUND
-        err = await error_of(client, "sidecar/run", {"command": "Once", "strict": True})
+        err = await client.error("sidecar/run", {"command": "Once", "strict": True})
         assert err["code"] == -32602 and err["data"]["field"] == "strict"
     finally:
         await client.close()
@@ -258,7 +249,7 @@ async def test_retention_and_clean_delete_records_with_their_output(root: Path) 
         history = (await client.request("sidecar/history", {"command": "Echo", "limit": 0}))
         assert [r["runId"] for r in history["runs"]] == [runs[3]["runId"], runs[2]["runId"]]
         assert [f.exists() for f in files] == [False, False, True, True]
-        err = await error_of(client, "sidecar/readOutput", {"runId": runs[0]["runId"]})
+        err = await client.error("sidecar/readOutput", {"runId": runs[0]["runId"]})
         assert err["code"] == E_RUN_NOT_FOUND
 
         dry = await client.request("sidecar/clean", {"all": True, "command": "Echo",
@@ -266,13 +257,13 @@ async def test_retention_and_clean_delete_records_with_their_output(root: Path) 
         assert dry["deleted"] == 0 and len(dry["runs"]) == 2 and files[2].exists()
         one = await client.request("sidecar/clean", {"runId": runs[2]["runId"]})
         assert one["deleted"] == 1 and one["errors"] == [] and not files[2].exists()
-        err = await error_of(client, "sidecar/readOutput", {"runId": runs[2]["runId"]})
+        err = await client.error("sidecar/readOutput", {"runId": runs[2]["runId"]})
         assert err["code"] == E_RUN_NOT_FOUND
         history = (await client.request("sidecar/history", {"command": "Echo"}))
         assert [r["runId"] for r in history["runs"]] == [runs[3]["runId"]]
-        err = await error_of(client, "sidecar/clean", {"command": "Echo"})
+        err = await client.error("sidecar/clean", {"command": "Echo"})
         assert err["code"] == -32602
-        err = await error_of(client, "sidecar/clean", {"before": "yesterday"})
+        err = await client.error("sidecar/clean", {"before": "yesterday"})
         assert err["code"] == -32602 and err["data"]["field"] == "before"
     finally:
         await client.close()
