@@ -11,7 +11,22 @@ Adapters import the core; the core imports them only lazily, as defaults of
 
 from __future__ import annotations
 
-from .local_process import LocalExecutor, Process
-from .output_files import OutputFilesStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .local_process import LocalExecutor, Process
+    from .output_files import OutputFilesStore
+
+_HOMES = {"LocalExecutor": "local_process", "Process": "local_process",
+          "OutputFilesStore": "output_files"}
+
+
+def __getattr__(name: str) -> Any:
+    """The adapters are imported on first use: :mod:`.run_db` (``sidecar job``'s store) is
+    imported without asyncio or the core."""
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["LocalExecutor", "OutputFilesStore", "Process"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
@@ -43,7 +44,7 @@ FINAL_STATES = ("success", "failed", "cancelled", "lost")
 #: The states above as SQL lists (``state IN …``), written once.
 _ACTIVE_SQL = "(" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
 _FINAL_SQL = "(" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_SECS = 10.0
 
 _SCHEMA = """
@@ -74,7 +75,12 @@ CREATE TABLE IF NOT EXISTS runs (
     owner TEXT,
     pid INTEGER,
     output_path TEXT,
-    output_size INTEGER NOT NULL DEFAULT 0
+    output_size INTEGER NOT NULL DEFAULT 0,
+    stderr_path TEXT,
+    argv TEXT,
+    pid_start TEXT,
+    abort_reason TEXT,
+    aborted_at REAL
 );
 -- covers retention's walk over a command's newest runs (no row lookups)
 CREATE INDEX IF NOT EXISTS runs_by_command ON runs(command, seq, state);
@@ -89,6 +95,10 @@ CREATE TABLE IF NOT EXISTS unlocks (
     PRIMARY KEY (command, run_key)
 );
 """
+
+#: Schema 2 added the columns of ad-hoc jobs (``sidecar job``); a schema-1 file gets them.
+_V2_COLUMNS = ("stderr_path TEXT", "argv TEXT", "pid_start TEXT", "abort_reason TEXT",
+               "aborted_at REAL")
 
 _JSON_COLUMNS = ("trigger_chain", "upstream_run_ids", "vars", "runtime_vars")
 
@@ -140,6 +150,17 @@ class RunRow:
     pid: int | None = None
     output_path: str | None = None
     output_size: int = 0
+    stderr_path: str | None = None
+    """A job's stderr file (a job keeps stdout, ``output_path``, and stderr apart; a command
+    of a config merges them into ``output_path``)."""
+    argv: list[str] | None = None
+    """A job's command line (an ad-hoc command, run without a shell)."""
+    pid_start: str | None = None
+    """The start time (clock ticks since boot) of process ``pid``, to tell it from a later
+    process given the same pid."""
+    abort_reason: str | None = None
+    aborted_at: float | None = None
+    """When the run was aborted (``sidecar job abort``), if it was."""
     seq: int | None = None
     """The order runs were recorded in (set by the database)."""
 
@@ -157,10 +178,11 @@ _UPSERT = (_INSERT + " ON CONFLICT(run_id) DO UPDATE SET "
 _SELECT = f"SELECT {', '.join(_COLUMNS)}, seq FROM runs"
 #: What changes as a recorded run goes on (:meth:`RunDB.update`).
 _MUTABLE = ("state", "exit_code", "error", "comment", "start_time", "end_time", "owner", "pid",
-            "output_path", "output_size")
+            "output_path", "output_size", "pid_start", "abort_reason", "aborted_at")
 _UPDATE = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE)} WHERE run_id = ?"
 _JSON_INDEXES = tuple(_COLUMNS.index(c) for c in _JSON_COLUMNS)
 _STRICT_INDEX = _COLUMNS.index("strict")
+_ARGV_INDEX = _COLUMNS.index("argv")
 
 
 @dataclass(frozen=True)
@@ -205,7 +227,7 @@ def _read(path: str) -> str | None:
 _BOOT_ID = (_read("/proc/sys/kernel/random/boot_id") or "").strip()
 
 
-def _start_ticks(pid: int) -> str | None:
+def start_ticks(pid: int) -> str | None:
     """The process's start time in clock ticks since boot, or None if it is gone (a
     zombie counts as gone)."""
     stat = _read(f"/proc/{pid}/stat")
@@ -219,7 +241,7 @@ def _start_ticks(pid: int) -> str | None:
 
 def owner_of(pid: int) -> str:
     """The owner name of process ``pid``: ``boot-id:pid:start-ticks``."""
-    return f"{_BOOT_ID}:{pid}:{_start_ticks(pid) or ''}"
+    return f"{_BOOT_ID}:{pid}:{start_ticks(pid) or ''}"
 
 
 _me: tuple[int, str] | None = None
@@ -244,7 +266,7 @@ def owner_alive(owner: str | None) -> bool:
         return False
     pid = int(pid_text)
     if _BOOT_ID and ticks:
-        return _start_ticks(pid) == ticks
+        return start_ticks(pid) == ticks
     try:  # no /proc: the pid alone
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -272,9 +294,12 @@ class RunDB:
 
     def __init__(self, path: str | os.PathLike[str] | None, *,
                  alive: Callable[[str | None], bool] = owner_alive,
-                 timeout: float = BUSY_TIMEOUT_SECS) -> None:
+                 timeout: float = BUSY_TIMEOUT_SECS, kill_lost: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.alive = alive
+        self.kill_lost = kill_lost
+        """Marking a run lost also kills what is left of its process group (``sidecar
+        job``: a worker killed with SIGKILL leaves no orphan)."""
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path) if self.path else ":memory:",
@@ -309,7 +334,11 @@ class RunDB:
             raise RunDBError(f"{self.path} was written by a newer cmdsidecar "
                              f"(schema {version} > {SCHEMA_VERSION})")
         if version < SCHEMA_VERSION:
-            with self._write():
+            with self._write():  # (read again: another process may have set it up since)
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:
+                    for column in _V2_COLUMNS:
+                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
@@ -343,6 +372,8 @@ class RunDB:
             text = values[i]
             values[i] = [] if text == "[]" else {} if text == "{}" else json.loads(text)
         values[_STRICT_INDEX] = bool(values[_STRICT_INDEX])
+        if values[_ARGV_INDEX] is not None:
+            values[_ARGV_INDEX] = json.loads(values[_ARGV_INDEX])
         return RunRow(*values)
 
     @staticmethod
@@ -352,6 +383,8 @@ class RunDB:
         for i in _JSON_INDEXES:
             value = out[i]
             out[i] = json.dumps(value) if value else "[]" if isinstance(value, list) else "{}"
+        if out[_ARGV_INDEX] is not None:
+            out[_ARGV_INDEX] = json.dumps(out[_ARGV_INDEX])
         return out
 
     def _select(self, where: str, args: Sequence[Any] = ()) -> list[RunRow]:
@@ -380,6 +413,19 @@ class RunDB:
         values = [getattr(row, c) for c in _MUTABLE]
         values.append(row.run_id)
         return self._db.execute(_UPDATE, values).rowcount > 0
+
+    def update_if(self, run_id: str, states: Sequence[str], **columns: Any) -> bool:
+        """Set ``columns`` of the run ``run_id`` if it is in one of ``states`` (one statement:
+        a run that has moved on meanwhile, say aborted, keeps what it has); False if not."""
+        bad = set(columns) - set(_MUTABLE)
+        if bad:
+            raise ValueError(f"not columns that change: {sorted(bad)}")
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        marks = ", ".join("?" * len(states))
+        cursor = self._db.execute(
+            f"UPDATE runs SET {sets} WHERE run_id = ? AND state IN ({marks})",
+            [*columns.values(), run_id, *states])
+        return cursor.rowcount > 0
 
     # -------------------------------------------------------------------- run keys
     def latest(self, command: str, run_key: str) -> RunRow | None:
@@ -443,6 +489,11 @@ class RunDB:
             row.created_at = row.created_at or now
             self._db.execute(_INSERT, self._values(row))
         return Claim(row, existing=False, strict_override_used=used)
+
+    def pending_unlock(self, command: str, run_key: str,
+                       now: float | None = None) -> Unlock | None:
+        """The unlock of this key that the next strict start would consume, if any."""
+        return self._unlock(command, run_key, now)
 
     def _unlock(self, command: str, run_key: str, now: float | None) -> Unlock | None:
         now = time.time() if now is None else now
@@ -555,7 +606,10 @@ class RunDB:
                  "ended (killed, or the machine restarted)")
         if row.pid and _group_alive(row.pid) and _BOOT_ID and row.owner \
                 and row.owner.startswith(_BOOT_ID):
-            error += f"; processes of its group {row.pid} were still running then"
+            if self.kill_lost and kill_group(row.pid, row.pid_start):
+                error += f"; the processes left in its group {row.pid} were killed"
+            else:
+                error += f"; processes of its group {row.pid} were still running then"
         size = _file_size(row.output_path)
         self._db.execute(
             "UPDATE runs SET state = 'lost', end_time = ?, error = ?, output_size = ? "
@@ -628,6 +682,20 @@ class RunDB:
                          "runs.command = unlocks.command AND runs.run_key = unlocks.run_key)")
 
 
+def kill_group(pgid: int, leader_start: str | None, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to process group ``pgid`` of a run whose leader (process ``pgid``) started
+    at ``leader_start`` (clock ticks): unless that pid now names a later process (the leader
+    gone, its pid reused). False if nothing was signalled."""
+    ticks = start_ticks(pgid)
+    if ticks is not None and leader_start is not None and ticks != leader_start:
+        return False
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        return False
+    return True
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -646,17 +714,19 @@ def _file_size(path: str | None) -> int:
 def _unlink_outputs(rows: list[RunRow]) -> list[str]:
     errors = []
     for row in rows:
-        if row.output_path:
-            try:
-                os.unlink(row.output_path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                errors.append(f"{row.output_path}: {exc.strerror or exc}")
+        for path in (row.output_path, row.stderr_path):
+            if path:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    errors.append(f"{path}: {exc.strerror or exc}")
     return errors
 
 
 __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "Claim", "Cleaned", "NotFound", "RunDB", "RunDBError",
-    "RunRow", "Unlock", "WrongState", "current_owner", "owner_alive", "owner_of",
+    "RunRow", "Unlock", "WrongState", "current_owner", "kill_group", "owner_alive", "owner_of",
+    "owner_pid", "start_ticks",
 ]

@@ -787,6 +787,52 @@ def test_a_new_database_gets_the_schema(db_path: Path) -> None:
     assert {"runs", "unlocks"} <= tables
 
 
+def test_a_schema_1_database_gets_the_job_columns(db_path: Path) -> None:
+    """A file written before jobs (schema 1) gets schema 2's columns; its runs stay, read with
+    the new fields empty, and the new fields can be written."""
+    v1 = run_db._SCHEMA
+    for column in run_db._V2_COLUMNS:
+        v1 = v1.replace(f",\n    {column}", "")
+    assert "argv" not in v1
+    db_path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        raw.executescript(v1 + ";\nPRAGMA user_version=1;")
+        raw.execute("INSERT INTO runs (run_id, command, state, created_at, output_path) "
+                    "VALUES ('old', 'Lint', 'success', 1.0, '/x.log')")
+        raw.commit()
+    db = RunDB(db_path)
+    try:
+        old = db.get("old")
+        assert old is not None
+        assert (old.state, old.output_path, old.argv, old.stderr_path) == (
+            "success", "/x.log", None, None)
+        job = new_row(argv=["echo", "hi"], stderr_path="/e.log")
+        db.claim(job)
+        assert db.update_if(job.run_id, ("pending",), state="running", pid_start="42")
+        stored = db.get(job.run_id)
+        assert stored is not None
+        assert (stored.argv, stored.stderr_path, stored.pid_start) == (
+            ["echo", "hi"], "/e.log", "42")
+    finally:
+        db.close()
+    with contextlib.closing(sqlite3.connect(db_path)) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_update_if_changes_a_run_only_in_the_given_states(db: RunDB) -> None:
+    """A conditional update is refused once the run has moved on (a worker's end after an
+    abort), and names only the columns that change."""
+    run = db.claim(new_row()).run
+    assert db.update_if(run.run_id, ("pending", "running"), state="cancelled",
+                        abort_reason="stop", aborted_at=5.0)
+    assert not db.update_if(run.run_id, ("pending", "running"), state="failed", exit_code=1)
+    stored = db.get(run.run_id)
+    assert stored is not None
+    assert (stored.state, stored.exit_code, stored.abort_reason) == ("cancelled", None, "stop")
+    with pytest.raises(ValueError, match="command"):
+        db.update_if(run.run_id, ("cancelled",), command="other")
+
+
 def test_a_reopened_database_keeps_runs_and_unlocks(db_path: Path) -> None:
     """Runs and unlocks outlive the RunDB that wrote them."""
     first = RunDB(db_path)

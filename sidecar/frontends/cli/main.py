@@ -324,11 +324,17 @@ def _host(sub: Sub, o: _Parents) -> None:
     h.add_argument("--follow", "-f", action="store_true", help="then print what is added")
 
 
+def _job(sub: Sub, o: _Parents) -> None:
+    # Listed for --help only: `sidecar job …` is parsed by .job (see the package's main).
+    _add(sub, "job", [], "orchesjob-compatible one-shot jobs of your own commands (start, "
+         "status, logs, abort, unlock, rerun, clean): `sidecar job --help`", None)
+
+
 SUBCOMMANDS = {
     "run": _run, "trigger": _trigger, "save": _save, "rerun": _rerun, "status": _status,
     "history": _history, "output": _output, "cancel": _cancel, "wait": _wait,
     "unlock": _unlock, "clean": _clean, "check": _check, "preview": _preview, "graph": _graph,
-    "init": _init, "serve": _serve, "host": _host,
+    "init": _init, "serve": _serve, "host": _host, "job": _job,
 }
 
 
