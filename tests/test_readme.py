@@ -82,7 +82,8 @@ def test_quick_start_commands_run_in_one_shell(tmp_path: Path) -> None:
     for name in ("Lint", "Tests", "Report"):
         assert any(line.startswith(f"✓ {name} success") for line in out), proc.stdout
     calls = log.read_text().splitlines()
-    assert [c.split(" ", 2)[1] for c in calls] == ["python3", "pip", "python3", "pip", "python"]
+    assert [c.split(" ", 2)[1] for c in calls] == ["python3", "pip", "python3", "pip", "pip",
+                                                        "python"]
     assert all(c.startswith(root + " ") for c in calls), calls
     assert not (repo / "examples" / "project" / ".venv").exists()
     assert shlex.split(second)[-3:] == [".venv/bin/python", "-m", "pytest"]
