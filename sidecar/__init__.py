@@ -9,11 +9,13 @@ as with cmdorc. The core is imported on first use, so the command line's thin cl
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
 if TYPE_CHECKING:
+    from typing import Any
+
     from .core import *  # noqa: F403
 
 

@@ -12,9 +12,11 @@ Adapters import the core; the core imports them only lazily, as defaults of
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
 if TYPE_CHECKING:
+    from typing import Any
+
     from .local_process import LocalExecutor, Process
     from .output_files import OutputFilesStore
 

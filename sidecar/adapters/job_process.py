@@ -22,9 +22,20 @@ import select
 import signal
 import time
 from types import FrameType
-from typing import Any
 
-from .run_db import ACTIVE_STATES, RunDB, kill_group, owner_alive, owner_pid, start_ticks
+from .run_db import (
+    ACTIVE_STATES,
+    RunDB,
+    current_owner,
+    kill_group,
+    owner_alive,
+    owner_pid,
+    start_ticks,
+)
+
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
+if TYPE_CHECKING:
+    from typing import Any
 
 LAUNCH_FAILED = 127
 """The exit code recorded for a command that could not be launched (a shell's "not found")."""
@@ -97,55 +108,80 @@ def _work(db_path: str, job_id: str, ready: int) -> int:
     row = db.get(job_id)
     if row is None or row.state != "pending" or not row.argv:
         return 1
-    import subprocess  # only in the worker
-
+    me = current_owner()
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     out = os.open(row.output_path or os.devnull, flags, 0o644)
     err = os.open(row.stderr_path or os.devnull, flags, 0o644)
     try:
-        proc = subprocess.Popen(row.argv, cwd=row.cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, start_new_session=True,
-                                preexec_fn=_die_with(os.getpid()))
-    except (OSError, ValueError) as exc:
-        message = f"cannot launch {row.argv[0]!r}: {getattr(exc, 'strerror', None) or exc}"
+        pid = _launch(row.argv, row.cwd, out, err)
+    except OSError as exc:
         db.update_if(job_id, ACTIVE_STATES, state="failed", exit_code=LAUNCH_FAILED,
-                     error=message, end_time=time.time())
+                     error=f"cannot launch {row.argv[0]!r}: {exc.strerror or exc}",
+                     end_time=time.time(), owner=me)
         os.write(ready, READY)
         return 0
     finally:
         os.close(out)
         os.close(err)
-    ticks = start_ticks(proc.pid)
-    stop.started(proc.pid, ticks)
-    if not db.update_if(job_id, ("pending",), state="running", pid=proc.pid, pid_start=ticks,
-                        start_time=time.time()):
-        kill_group(proc.pid, ticks)  # aborted (or found lost) while it started
-        proc.wait()
+    ticks = start_ticks(pid)
+    stop.started(pid, ticks)
+    if not db.update_if(job_id, ("pending",), state="running", pid=pid, pid_start=ticks,
+                        start_time=time.time(), owner=me):
+        kill_group(pid, ticks)  # aborted (or found lost) while it started
+        os.waitpid(pid, 0)
         return 0
     os.write(ready, READY)
-    code = proc.wait()
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     state = "success" if code == 0 else "cancelled" if stop.requested else "failed"
     db.update_if(job_id, ACTIVE_STATES, state=state, exit_code=code, end_time=time.time(),
                  comment="stopped: its worker was signalled" if state == "cancelled" else "")
     return 0
 
 
-def _die_with(worker: int) -> Any:
-    """A ``preexec_fn`` that makes the target die (SIGKILL) with its worker (Linux's
-    ``PR_SET_PDEATHSIG``; nothing where it is missing)."""
+def _launch(argv: list[str], cwd: str | None, out: int, err: int) -> int:
+    """Start the target: a session (process group) of its own, stdout and stderr to ``out``
+    and ``err``, stdin ``/dev/null``, SIGKILLed when the worker dies (Linux's
+    ``PR_SET_PDEATHSIG``). Raises OSError when it cannot be launched (no such program, a
+    missing directory), as :mod:`subprocess` does, without importing it."""
+    prctl = _prctl()
+    worker = os.getpid()
+    errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the target, until exec
+        try:
+            os.close(errors_r)
+            os.setsid()
+            if prctl is not None:
+                prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != worker:  # the worker died before that
+                os._exit(LAUNCH_FAILED)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            if cwd:
+                os.chdir(cwd)
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(errors_w, str(exc.errno or 0).encode())
+        finally:
+            os._exit(LAUNCH_FAILED)
+    os.close(errors_w)
+    with os.fdopen(errors_r, "rb") as errors:
+        failed = errors.read()  # empty once exec has closed the pipe
+    if failed:
+        os.waitpid(pid, 0)
+        errno = int(failed)
+        raise OSError(errno, os.strerror(errno))
+    return pid
+
+
+def _prctl() -> Any:
+    """libc's ``prctl``, or None where there is none (not Linux)."""
     try:
         import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):
         return None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != worker:  # the worker died before that
-            os._exit(LAUNCH_FAILED)
-
-    return preexec
 
 
 # ------------------------------------------------------------------------------ stopping

@@ -37,7 +37,10 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
+if TYPE_CHECKING:
+    from typing import Any
 
 ACTIVE_STATES = ("pending", "running")
 FINAL_STATES = ("success", "failed", "cancelled", "lost")

@@ -23,7 +23,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sidecar.adapters import job_process
 from sidecar.adapters.run_db import (
@@ -35,6 +34,10 @@ from sidecar.adapters.run_db import (
     owner_of,
     owner_pid,
 )
+
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
+if TYPE_CHECKING:
+    from typing import Any
 
 JOB_COMMAND = "job"
 """The ``command`` of every job's record: run keys are one namespace, as in orchesjob."""
@@ -246,15 +249,18 @@ class Jobs:
                               exit_code=job_process.LAUNCH_FAILED,
                               error=f"cannot start its worker: {exc.strerror or exc}")
             raise JobError(f"cannot start a worker process: {exc.strerror or exc}") from None
+        # The worker records itself as the job's owner as its command starts (the job
+        # outlives this command line); if we stop waiting before that, we do it for it.
+        self.db = self._open()
         try:
-            self.db = self._open()
-            # The worker owns the job from now on: the job outlives this command line.
-            self.db.update_if(job_id, ACTIVE_STATES, owner=owner_of(pid))
             if sync:
                 job_process.wait_done(pipe)
                 os.waitpid(pid, 0)
-            else:
-                job_process.wait_ready(pipe, start_timeout)
+            elif not job_process.wait_ready(pipe, start_timeout):
+                self.db.update_if(job_id, ("pending",), owner=owner_of(pid))
+        except BaseException:  # Ctrl-C
+            self.db.update_if(job_id, ("pending",), owner=owner_of(pid))
+            raise
         finally:
             os.close(pipe)
         job = self.db.get(job_id)

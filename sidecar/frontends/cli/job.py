@@ -13,11 +13,14 @@ import json
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
 from sidecar.adapters.run_db import RunDBError
 from sidecar.app import jobs
 from sidecar.app.jobs import JobError, Jobs, UsageError
+
+TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 EXIT_INTERRUPTED = 130
 
