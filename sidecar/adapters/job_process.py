@@ -27,6 +27,7 @@ from .run_db import (
     ACTIVE_STATES,
     RunDB,
     current_owner,
+    group_alive,
     kill_group,
     owner_alive,
     owner_pid,
@@ -196,7 +197,7 @@ def stop(pid: int | None, pid_start: str | None, owner: str | None,
             "sent_kill_target": False, "sent_kill_worker": False}
 
     def target_gone() -> bool:
-        return not pid or not kill_group(pid, pid_start, 0)
+        return not pid or not group_alive(pid)
 
     def worker_gone() -> bool:
         return worker is None or not owner_alive(owner)

@@ -607,7 +607,7 @@ class RunDB:
         pid = owner_pid(row.owner)
         error = (f"lost: its owner (process {pid}) ended without recording how the run "
                  "ended (killed, or the machine restarted)")
-        if row.pid and _group_alive(row.pid) and _BOOT_ID and row.owner \
+        if row.pid and group_alive(row.pid) and _BOOT_ID and row.owner \
                 and row.owner.startswith(_BOOT_ID):
             if self.kill_lost and kill_group(row.pid, row.pid_start):
                 error += f"; the processes left in its group {row.pid} were killed"
@@ -699,12 +699,25 @@ def kill_group(pgid: int, leader_start: str | None, sig: int = signal.SIGKILL) -
     return True
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs. Zombies do not count: a member whose
+    parent died first waits for init to reap it, which some inits do seconds later."""
     try:
         os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError, OSError):
+    except OSError:
         return False
-    return True
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc: the signal's answer
+        return True
+    for pid in pids:
+        stat = _read(f"/proc/{pid}/stat")
+        if stat is None:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        if len(rest) > 2 and rest[2] == str(pgid) and rest[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _file_size(path: str | None) -> int:
@@ -730,6 +743,6 @@ def _unlink_outputs(rows: list[RunRow]) -> list[str]:
 
 __all__ = [
     "ACTIVE_STATES", "FINAL_STATES", "Claim", "Cleaned", "NotFound", "RunDB", "RunDBError",
-    "RunRow", "Unlock", "WrongState", "current_owner", "kill_group", "owner_alive", "owner_of",
-    "owner_pid", "start_ticks",
+    "RunRow", "Unlock", "WrongState", "current_owner", "group_alive", "kill_group",
+    "owner_alive", "owner_of", "owner_pid", "start_ticks",
 ]
