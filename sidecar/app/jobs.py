@@ -27,6 +27,7 @@ from pathlib import Path
 from sidecar.adapters import job_process
 from sidecar.adapters.run_db import (
     ACTIVE_STATES,
+    BUSY_TIMEOUT_SECS,
     NotFound,
     RunDB,
     RunRow,
@@ -81,6 +82,16 @@ def home() -> Path:
     data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
                                                              "share")
     return Path(data) / "cmdsidecar"
+
+
+def lock_timeout() -> float:
+    """How long to wait for the store's lock before exit 5: ``$SIDECAR_JOB_LOCK_TIMEOUT``
+    seconds, else 10."""
+    text = os.environ.get("SIDECAR_JOB_LOCK_TIMEOUT", "")
+    try:
+        return float(text) if text else BUSY_TIMEOUT_SECS
+    except ValueError:
+        raise UsageError(f"SIDECAR_JOB_LOCK_TIMEOUT must be seconds, got {text!r}") from None
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -173,7 +184,7 @@ class Jobs:
                            f"{exc.strerror or exc}") from None
 
     def _open(self) -> RunDB:
-        return RunDB(self.db_path, kill_lost=True)
+        return RunDB(self.db_path, kill_lost=True, timeout=lock_timeout())
 
     def close(self) -> None:
         self.db.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -233,6 +234,22 @@ def test_a_bad_store_is_a_clear_error(work: Path, home: Path) -> None:
     proc = run("status", "--running", cwd=work)
     assert proc.returncode == 1
     assert proc.stderr.startswith("sidecar job: ") and "Traceback" not in proc.stderr
+
+
+def test_a_locked_store_is_exit_5(work: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
+                                  ) -> None:
+    assert job("start", "--run-key", "l", "--sync", "--", "true", cwd=work)[0] == 0
+    monkeypatch.setenv("SIDECAR_JOB_LOCK_TIMEOUT", "0.2")
+    holder = sqlite3.connect(home / "jobs.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        proc = run("start", "--run-key", "l2", "--", "true", cwd=work)
+        assert proc.returncode == 5, proc.stderr
+        assert "locked" in proc.stderr
+    finally:
+        holder.close()
+    rc, status = job("status", "--run-key", "l2", cwd=work)
+    assert rc == 3  # nothing was started
 
 
 def test_the_job_command_line_imports_no_asyncio_and_no_core(work: Path) -> None:
