@@ -144,14 +144,16 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_ttl(text: str) -> int:
-    """A TTL as seconds: an integer, or one with a suffix s, m, h or d (``30m``)."""
+    """A TTL as seconds: an integer, or one with a suffix s, m, h or d (``30m``). The number
+    is read as Python's ``int()`` reads it (``+10``, ``1_0``, spaces before the suffix), as
+    orchesjob does."""
     value = text.strip().lower()
     unit = _UNITS.get(value[-1:], 0) if value else 0
-    digits = value[:-1] if unit else value
-    if not digits.lstrip("-").isdigit() or not digits.isascii():
+    try:
+        seconds = int(value[:-1] if unit else value) * (unit or 1)
+    except ValueError:
         raise UsageError(f"invalid ttl: {text!r}; use seconds or a suffix s, m, h or d "
-                         "(30m, 2h)")
-    seconds = int(digits) * (unit or 1)
+                         "(30m, 2h)") from None
     if seconds <= 0:
         raise UsageError("ttl must be positive")
     return seconds
@@ -176,6 +178,7 @@ class Jobs:
         self.db_path = str(self.home / "jobs.db")
         try:
             self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.logs.mkdir(mode=0o700, exist_ok=True)
             self.db = self._open()
         except sqlite3.Error as exc:
             raise db_error(exc) from None
@@ -250,7 +253,6 @@ class Jobs:
     def _launch(self, job_id: str, sync: bool, start_timeout: float) -> RunRow:
         """Fork the worker of the recorded ``pending`` job and wait for its target to run
         (``sync``: for the job to end); the job as recorded then."""
-        self.logs.mkdir(mode=0o700, exist_ok=True)
         self.db.close()  # no SQLite connection may cross a fork
         try:
             pid, pipe = job_process.spawn_worker(self.db_path, job_id)
@@ -316,10 +318,11 @@ class Jobs:
         return out
 
     def log_file(self, run_key: str | None, job_id: str | None, stream: str) -> str:
+        """The path of the job's ``stream`` file (:class:`JobNotFound` if it is gone)."""
         row = self._find(run_key, job_id)
         path = row.stderr_path if stream == "stderr" else row.output_path
-        if not path:
-            raise JobNotFound(f"job {row.run_id} has no {stream} file")
+        if not path or not os.path.isfile(path):
+            raise JobNotFound(f"the {stream} file of job {row.run_id} is missing: {path}")
         return path
 
     # -------------------------------------------------------------------- changing

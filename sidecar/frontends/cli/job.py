@@ -106,6 +106,13 @@ def _print(value: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.cmd in ("status", "logs", "abort", "rerun", "clean"):
+        # An empty --run-key or --job-id counts as not given (orchesjob's reading).
+        args.run_key = args.run_key or None
+        args.job_id = args.job_id or None
+        if args.cmd != "clean" and not args.run_key and not args.job_id \
+                and not getattr(args, "running", False):
+            raise UsageError("either --run-key or --job-id is required")
     if args.cmd == "status" and args.all and args.run_key is None and not args.running:
         raise UsageError("status --all needs --run-key")
     ttl = jobs.parse_ttl(args.ttl) if getattr(args, "ttl", None) is not None else None
@@ -123,13 +130,10 @@ def _run(args: argparse.Namespace) -> int:
                                 all=args.all))
         elif args.cmd == "logs":
             path = store.log_file(args.run_key, args.job_id, args.stream)
-            try:
-                with open(path, "rb") as f:
-                    sys.stdout.flush()
-                    while chunk := f.read(1 << 16):
-                        sys.stdout.buffer.write(chunk)
-            except FileNotFoundError:
-                raise JobError(f"the log file {path} is missing") from None
+            with open(path, "rb") as f:
+                sys.stdout.flush()
+                while chunk := f.read(1 << 16):
+                    sys.stdout.buffer.write(chunk)
         elif args.cmd == "abort":
             _print(store.abort(args.run_key, args.job_id, reason=args.reason,
                                grace=args.grace_seconds))
