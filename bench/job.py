@@ -25,6 +25,7 @@ venv); without orchesjob the benchmark stops with an error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -115,6 +116,10 @@ def start_async(tool: Tool) -> float:
     return elapsed
 
 
+def on_tool(tools: dict[str, Tool], measure: Callable[[Tool], float], name: str) -> float:
+    return measure(tools[name])
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"env": environment(),
                                "versions": {"orchesjob": package_version("orchesjob"),
@@ -129,7 +134,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for figure, measure in figures.items():
                 t0 = time.perf_counter()
                 samples = run_alternating([BASELINE, SUBJECT],
-                                          lambda n, m=measure: m(tools[n]), rounds)
+                                          functools.partial(on_tool, tools, measure), rounds)
                 results[figure] = {**samples.values, "errors": samples.errors,
                                    "seconds": time.perf_counter() - t0}
         finally:
