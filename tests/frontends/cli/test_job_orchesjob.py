@@ -103,26 +103,26 @@ class Session:
         labels = {v: k for k, v in self.ids.items()}
         real = [ID_REF.sub(lambda m: labels.get(m.group(1), m.group(0)), a) for a in args]
         proc = subprocess.run([*self.tool.argv, *real], cwd=self.cwd, env=self.env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
-        out = Outcome(list(args), proc.returncode, proc.stdout, proc.stderr)
-        if args and args[0] != "logs" and proc.stdout.strip():
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        stdout, stderr = (b.decode("utf-8", "surrogateescape") for b in (proc.stdout, proc.stderr))
+        out = Outcome(list(args), proc.returncode, stdout, stderr)
+        if args and args[0] != "logs" and stdout.strip():
             try:
-                out.data = json.loads(proc.stdout)
+                out.data = json.loads(stdout)
             except json.JSONDecodeError:
                 pass
         if out.data is not None:
             self.learn_ids(out.data)
             check_timestamps(out.data, f"{self.tool.name} {' '.join(args)}")
             out.norm = self.normalise(out.data)
-            if proc.stdout == json.dumps(out.data, indent=2) + "\n":
+            if stdout == json.dumps(out.data, indent=2) + "\n":
                 out.layout = "indent=2"
-            elif proc.stdout == json.dumps(out.data, indent=2, ensure_ascii=False) + "\n":
+            elif stdout == json.dumps(out.data, indent=2, ensure_ascii=False) + "\n":
                 out.layout = "indent=2, utf-8"
             else:
                 out.layout = "other"
         else:
-            out.norm = self.text(proc.stdout)
+            out.norm = self.text(stdout)
         return out
 
     def files(self) -> dict[str, list[str]]:
@@ -156,6 +156,7 @@ class Session:
         home = str(self.home)
         if s == home or s.startswith(home + "/"):
             s = "$HOME" + s[len(home):]
+        s = s.replace(str(self.cwd), "$CWD")
         for real, label in self.ids.items():
             s = s.replace(real, label)
         return s
@@ -208,7 +209,10 @@ def differences(a: Any, b: Any, path: str = "$") -> list[str]:
     """Where two normalised outputs differ: key lists (order too), then values."""
     if isinstance(a, dict) and isinstance(b, dict):
         if list(a) != list(b):
-            return [f"{path}: keys {list(a)} != {list(b)}"]
+            only_a, only_b = [k for k in a if k not in b], [k for k in b if k not in a]
+            if only_a or only_b:
+                return [f"{path}: keys only in the first: {only_a}, only in the second: {only_b}"]
+            return [f"{path}: keys in another order: {list(a)} != {list(b)}"]
         return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}")]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
@@ -309,7 +313,7 @@ def attempts(jobs: list[dict[str, Any]]) -> list[int]:
 
 
 def test_sync_jobs_their_logs_and_failures(diff: Diff) -> None:
-    script = "printf 'out 1\\nout 2\\n'; printf 'err é\\n' >&2; printf 'no newline'"
+    script = "printf 'out 1\\nout 2\\n'; printf 'err 1\\n' >&2; printf 'no newline'"
     j = diff.json("start", "--run-key", "ok", "--sync", "--", "sh", "-c", script)
     assert (j["status"], j["exit_code"], j["mode"], j["accepted"], j["existing"]) == \
         ("SUCCEEDED", 0, "sync", True, False)
@@ -318,7 +322,7 @@ def test_sync_jobs_their_logs_and_failures(diff: Diff) -> None:
     a, _ = diff.call("logs", "--run-key", "ok", code=0)
     assert a.stdout == "out 1\nout 2\nno newline"
     a, _ = diff.call("logs", "--run-key", "ok", "--stream", "stderr", code=0)
-    assert a.stdout == "err é\n"
+    assert a.stdout == "err 1\n"
     diff.call("logs", "--job-id", "{J1}", "--stream", "stdout", code=0)
     s = diff.json("status", "--run-key", "ok")
     assert (s["status"], s["strict_override"], s["pid_kind"]) == ("SUCCEEDED", None, "target")
@@ -345,13 +349,47 @@ def test_sync_jobs_their_logs_and_failures(diff: Diff) -> None:
 
     # Arguments reach the target as given (no shell), and --start-timeout is accepted.
     j = diff.json("start", "--run-key", "argv", "--sync", "--start-timeout", "5", "--",
-                  "printf", "%s|", "a b", "", "--sync", "ü")
-    assert j["command"] == ["printf", "%s|", "a b", "", "--sync", "ü"]
+                  "printf", "%s|", "a b", "", "--sync", "$HOME")
+    assert j["command"] == ["printf", "%s|", "a b", "", "--sync", "$HOME"]
     a, _ = diff.call("logs", "--run-key", "argv", code=0)
-    assert a.stdout == "a b||--sync|ü|"
+    assert a.stdout == "a b||--sync|$HOME|"
+
+    # More exits: 255, a file that is not executable, a big and a non-UTF-8 output, the
+    # working directory (the caller's).
+    j = diff.json("start", "--run-key", "e255", "--sync", "--", "sh", "-c", "exit 255")
+    assert (j["status"], j["exit_code"]) == ("FAILED", 255)
+    diff.json("start", "--run-key", "noexec", "--sync", "--", "/etc/passwd")
+    diff.json("start", "--run-key", "big", "--sync", "--", "seq", "1", "50000")
+    a, _ = diff.call("logs", "--run-key", "big", code=0)
+    assert len(a.stdout.splitlines()) == 50000
+    diff.json("start", "--run-key", "bytes", "--sync", "--", "printf", "\\377\\376x\\n")
+    diff.call("logs", "--run-key", "bytes", code=0)
+    diff.json("start", "--run-key", "cwd", "--sync", "--", "pwd")
+    a, _ = diff.call("logs", "--run-key", "cwd", code=0)
+    assert a.norm == "$CWD\n", a.norm
+    # A finished job cannot be aborted.
+    diff.call("abort", "--run-key", "ok", code=4)
 
     assert diff.json("status", "--running") == []
     assert diff.files()["home"] == ["<db>", "logs"]
+
+
+def test_text_that_is_not_ascii(diff: Diff) -> None:
+    """In the JSON, as orchesjob writes it (``json.dumps`` escapes or not); logs as written."""
+    j = diff.json("start", "--run-key", "clé", "--sync", "--", "sh", "-c",
+                  "printf 'sortie é\\n'; printf 'erreur ü\\n' >&2", "ñ")
+    assert (j["run_key"], j["command"][-1], j["status"]) == ("clé", "ñ", "SUCCEEDED")
+    a, _ = diff.call("logs", "--run-key", "clé", code=0)
+    assert a.stdout == "sortie é\n"
+    a, _ = diff.call("logs", "--run-key", "clé", "--stream", "stderr", code=0)
+    assert a.stdout == "erreur ü\n"
+    u = diff.json("unlock", "--run-key", "clé", "--reason", "données fix")
+    assert u["reason"] == "données fix"
+    diff.json("status", "--run-key", "clé")
+    diff.json("start", "--run-key", "clé", "--strict", "--sync", "--", "true")
+    diff.json("rerun", "--run-key", "clé", "--sync", "--reason", "encore à faire")
+    diff.json("status", "--run-key", "clé", "--all")
+    diff.json("clean", "--run-key", "clé", "--all", "--dry-run")
 
 
 def test_plain_strict_unlock_and_rerun(diff: Diff) -> None:
@@ -366,19 +404,21 @@ def test_plain_strict_unlock_and_rerun(diff: Diff) -> None:
     assert (j["job_id"], j["accepted"], j["existing"], j["strict"]) == ("J2", False, True, True)
     assert diff.json("status", "--run-key", "k")["strict_override"] is None
 
-    # Unlock (a reason that is not ASCII, a TTL), then the override is pending.
-    outcomes = diff.call("unlock", "--run-key", "k", "--reason", "données fix", "--ttl", "30m",
+    # Unlock (a reason, a TTL), then the override is pending.
+    outcomes = diff.call("unlock", "--run-key", "k", "--reason", "data fix", "--ttl", "30m",
                          code=0)
     u = outcomes[0].norm
-    assert (u["unlocked"], u["run_key"], u["reason"]) == (True, "k", "données fix")
+    assert (u["unlocked"], u["run_key"], u["reason"]) == (True, "k", "data fix")
     for o in outcomes:
         assert o.data["expires_at"] - o.data["allowed_at"] == 1800, o.data
     s = diff.json("status", "--run-key", "k")
     assert s["strict_override"] is not None and s["strict_override"]["used_at"] is None, s
     diff.json("status", "--job-id", "{J2}")
+    diff.json("status", "--job-id", "{J1}")
+    diff.json("status", "--run-key", "k", "--all")
     j = diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
     assert (j["attempt_no"], j["accepted"], j["strict_override_used"], j["rerun_reason"]) == \
-        (3, True, True, "données fix")
+        (3, True, True, "data fix")
     assert diff.json("status", "--run-key", "k")["strict_override"] is None
     # The override was used up.
     j = diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
@@ -403,6 +443,9 @@ def test_plain_strict_unlock_and_rerun(diff: Diff) -> None:
     assert (j["attempt_no"], j["rerun_of_job_id"], j["rerun_reason"]) == (5, "J1", None)
     all_k = diff.json("status", "--run-key", "k", "--all")
     assert attempts(all_k) == [5, 4, 3, 2, 1]
+    # Whether a rerun used the pending unlock (the one without a TTL above).
+    diff.json("status", "--run-key", "k")
+    diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
 
     # A key first started --strict, then started plainly.
     diff.json("start", "--run-key", "s", "--strict", "--sync", "--", "true")
@@ -457,6 +500,12 @@ def test_async_job_idempotent_start_and_abort(diff: Diff) -> None:
     assert j["status"] == "RUNNING"
     a = diff.json("abort", "--job-id", "{J3}", "--grace-seconds", "1")
     assert (a["status"], a["abort_reason"], a["sent_term_target"]) == ("ABORTED", None, True)
+    # An async rerun of it, aborted in turn.
+    j = diff.json("rerun", "--job-id", "{J3}", "--reason", "again")
+    assert (j["status"], j["mode"], j["rerun_of_job_id"], j["attempt_no"]) == \
+        ("RUNNING", "async", "J3", 2)
+    diff.json("status", "--running")
+    diff.json("abort", "--run-key", "t", "--reason", "again", "--grace-seconds", "1")
     j = diff.json("rerun", "--run-key", "r", "--sync", "--reason", "after abort")
     assert (j["attempt_no"], j["rerun_of_job_id"], j["command"]) == (3, "J2", ["true"])
     assert attempts(diff.json("status", "--run-key", "r", "--all")) == [3, 2, 1]
@@ -514,6 +563,7 @@ def test_clean(diff: Diff) -> None:
         assert [i["selected_at"] for i in o.data["items"]] == finished[::-1], o.data
     assert diff.files() == before
     assert diff.json("clean", "--before", "2020-01-01") == {"deleted": 0, "errors": 0}
+    diff.json("clean", "--before", "2020-01-01", "--dry-run")
     diff.json("clean", "--before", "2100-01-01T00:00:00+00:00", "--dry-run")
     diff.json("clean", "--after", "2100-01-01", "--before", "2000-01-01")
     diff.json("clean", "--run-key", "b", "--before", "2100-01-01", "--dry-run")
