@@ -17,6 +17,7 @@ Standard library only, no asyncio: this runs in a command line that must start f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -56,6 +57,11 @@ def spawn_worker(db_path: str, job_id: str) -> tuple[int, int]:
         try:
             os.close(read_end)
             code = _work(db_path, job_id, write_end)
+        except BaseException as exc:  # its stderr is /dev/null: the record says why
+            with contextlib.suppress(Exception):
+                RunDB(db_path).update_if(job_id, ACTIVE_STATES, state="failed",
+                                         end_time=time.time(), owner=current_owner(),
+                                         error=f"the job's worker failed: {exc!r}")
         finally:
             os._exit(code)
     os.close(write_end)
