@@ -424,6 +424,12 @@ def test_plain_strict_unlock_and_rerun(diff: Diff) -> None:
     j = diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
     assert (j["attempt_no"], j["accepted"], j["existing"]) == (3, False, True)
 
+    # Whether a plain start uses a pending unlock.
+    diff.json("unlock", "--run-key", "k", "--reason", "plain", "--ttl", "1h")
+    diff.json("start", "--run-key", "k", "--sync", "--", *cmd)
+    diff.json("status", "--run-key", "k")
+    diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
+
     # TTL forms; no TTL; no reason.
     for ttl, seconds in (("90", 90), ("45s", 45), ("2h", 7200), ("1d", 86400)):
         for o in diff.call("unlock", "--run-key", "k", "--ttl", ttl, code=0):
@@ -436,13 +442,13 @@ def test_plain_strict_unlock_and_rerun(diff: Diff) -> None:
 
     # rerun: always a new execution, by key or by job id, with or without a reason.
     j = diff.json("rerun", "--run-key", "k", "--sync", "--reason", "retry after disk error")
-    assert (j["attempt_no"], j["rerun_of_job_id"], j["rerun_reason"], j["status"]) == \
-        (4, "J3", "retry after disk error", "SUCCEEDED")
+    assert (j["rerun_of_job_id"], j["rerun_reason"], j["status"]) == \
+        ("J5", "retry after disk error", "SUCCEEDED")
     assert j.get("rerun") is True and j["mode"] == "sync", j
     j = diff.json("rerun", "--job-id", "{J1}", "--sync")
-    assert (j["attempt_no"], j["rerun_of_job_id"], j["rerun_reason"]) == (5, "J1", None)
+    assert (j["rerun_of_job_id"], j["rerun_reason"]) == ("J1", None)
     all_k = diff.json("status", "--run-key", "k", "--all")
-    assert attempts(all_k) == [5, 4, 3, 2, 1]
+    assert attempts(all_k) == list(range(len(all_k), 0, -1))
     # Whether a rerun used the pending unlock (the one without a TTL above).
     diff.json("status", "--run-key", "k")
     diff.json("start", "--run-key", "k", "--strict", "--sync", "--", *cmd)
@@ -506,6 +512,13 @@ def test_async_job_idempotent_start_and_abort(diff: Diff) -> None:
         ("RUNNING", "async", "J3", 2)
     diff.json("status", "--running")
     diff.json("abort", "--run-key", "t", "--reason", "again", "--grace-seconds", "1")
+    # Several running jobs: status --running in the order they started.
+    for key in ("m", "b", "t"):
+        diff.json("start", "--run-key", key, "--", "sleep", "30")
+    assert [j["run_key"] for j in diff.json("status", "--running")] == ["m", "b", "t"]
+    for key in ("b", "m", "t"):
+        diff.json("abort", "--run-key", key, "--grace-seconds", "1")
+
     j = diff.json("rerun", "--run-key", "r", "--sync", "--reason", "after abort")
     assert (j["attempt_no"], j["rerun_of_job_id"], j["command"]) == (3, "J2", ["true"])
     assert attempts(diff.json("status", "--run-key", "r", "--all")) == [3, 2, 1]
