@@ -294,7 +294,8 @@ class Jobs:
     def status(self, run_key: str | None = None, job_id: str | None = None, *,
                running: bool = False, all: bool = False) -> Any:
         if running:
-            return [job_json(r) for r in self.db.active() if r.command == JOB_COMMAND]
+            return [self._with_override(r) for r in self.db.active()
+                    if r.command == JOB_COMMAND]
         if all:
             if run_key is None:
                 raise UsageError("status --all needs --run-key")
