@@ -555,6 +555,60 @@ def test_not_found_and_usage_errors(diff: Diff) -> None:
     assert diff.json("clean", "--job-id", "nope") == {"deleted": 0, "errors": 0}
 
 
+def test_unusual_arguments(diff: Diff) -> None:
+    """Where argparse and orchesjob's own parsing decide: commands without ``--``, options
+    after the command, repeated options, number and date forms."""
+    diff.json("start", "--run-key", "a", "--sync", "true")
+    j = diff.json("start", "--run-key", "b", "--sync", "--", "--sync")
+    assert j["command"] == ["--sync"] and j["status"] == "FAILED"
+    j = diff.json("start", "--run-key", "c", "--sync", "sh", "-c", "exit 7", "--strict")
+    assert (j["command"][-1], j["strict"], j["exit_code"]) == ("--strict", False, 7)
+    diff.json("start", "--run-key", "a", "--run-key", "d", "--sync", "--", "true")
+    for timeout in ("0", "-1", "1.5", "1e0", " 1 ", "nan", "inf"):
+        diff.json("rerun", "--run-key", "a", "--sync", "--start-timeout", timeout)
+    for ttl in ("1.5h", "1w", "30ms", "0s", "-0", "0x10", "10.0", "1e3", ""):
+        diff.call("unlock", "--run-key", "a", "--ttl", ttl, code=2)
+    for ttl, seconds in (("30M", 1800), ("10D", 864000), ("00010", 10), (" 30m", 1800),
+                         ("10m ", 600)):
+        for o in diff.call("unlock", "--run-key", "a", "--ttl", ttl, code=0):
+            assert o.data["expires_at"] - o.data["allowed_at"] == seconds, (ttl, o.data)
+    diff.call("unlock", "--run-key", "a", "--reason", "")
+    diff.json("status", "--run-key", "a")
+    for grace in ("-1", "0.5", "soon"):
+        diff.call("abort", "--run-key", "a", "--grace-seconds", grace)
+    for when in ("2026-11-23 10:00", "2026-11-23T10:00Z", "20261123", "2100-01-01T00:00:00.5+00:00",
+                 "2100-01-01T00:00:00+09:00", ""):
+        diff.call("clean", "--before", when, "--dry-run")
+    diff.call("clean", "--after", "2000-01-01", "--run-key", "nope")
+    diff.call("clean", "--all", "--run-key", "nope", "--dry-run")
+    assert attempts(diff.json("status", "--run-key", "a", "--all"))[0] == 8
+
+
+def test_ttl_in_any_form_int_reads(diff: Diff) -> None:
+    """orchesjob reads a TTL's number as Python's ``int`` does: a sign, underscores, other
+    scripts' digits, spaces before the suffix."""
+    diff.json("start", "--run-key", "a", "--sync", "--", "true")
+    for ttl, seconds in (("+10", 10), ("1_0", 10), ("١٠", 10), ("10 m", 600), ("1_0m", 600),
+                         ("٣m", 180)):
+        for o in diff.call("unlock", "--run-key", "a", "--ttl", ttl, code=0):
+            assert o.data is not None, (ttl, o.stderr)
+            assert o.data["expires_at"] - o.data["allowed_at"] == seconds, (ttl, o.data)
+
+
+def test_empty_selectors(diff: Diff) -> None:
+    """An empty ``--run-key`` or ``--job-id`` counts as not given (except for start)."""
+    diff.json("start", "--run-key", "", "--sync", "--", "true")
+    diff.json("start", "--run-key", "a", "--sync", "--", "true")
+    for args in (["status", "--run-key", ""], ["status", "--job-id", ""],
+                 ["logs", "--run-key", ""], ["logs", "--job-id", ""],
+                 ["abort", "--run-key", ""], ["abort", "--job-id", ""],
+                 ["unlock", "--run-key", ""], ["clean", "--job-id", "", "--dry-run"],
+                 ["clean", "--run-key", "", "--all", "--dry-run"],
+                 ["rerun", "--job-id", "", "--sync"], ["rerun", "--run-key", "", "--sync"]):
+        diff.call(*args)
+    diff.json("status", "--run-key", "a", "--all")
+
+
 def test_clean(diff: Diff) -> None:
     for key in ("a", "a", "b"):
         diff.json("start", "--run-key", key, "--sync", "--", "sh", "-c", "echo hi; echo ho >&2")
