@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -133,6 +134,16 @@ class Session:
         return {"home": sorted("<db>" if n == self.tool.db_name else n for n in top
                                if n == self.tool.db_name or n == "logs"),
                 "logs": sorted(self.text(n) for n in names)}
+
+    def remove(self, relative: str) -> None:
+        """Delete a file or directory of the home (``{J1}`` names a job) behind the tool's
+        back."""
+        labels = {v: k for k, v in self.ids.items()}
+        path = self.home / ID_REF.sub(lambda m: labels[m.group(1)], relative)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
     def running(self) -> list[str]:
         out = self.run(["status", "--running"])
@@ -260,6 +271,11 @@ class Diff:
         a, b = (s.files() for s in self.sessions)
         assert a == b, f"home layouts differ after {self.log[-3:]}:\n{a}\n{b}"
         return a
+
+    def remove(self, relative: str) -> None:
+        for s in self.sessions:
+            s.remove(relative)
+        self.log.append(f"(removed {relative})")
 
     def report(self, args: Sequence[str], problems: list[str], a: Outcome, b: Outcome) -> str:
         names = [s.tool.name for s in self.sessions]
@@ -607,6 +623,26 @@ def test_empty_selectors(diff: Diff) -> None:
                  ["rerun", "--job-id", "", "--sync"], ["rerun", "--run-key", "", "--sync"]):
         diff.call(*args)
     diff.json("status", "--run-key", "a", "--all")
+
+
+def test_log_files_removed_behind_its_back(diff: Diff) -> None:
+    diff.json("start", "--run-key", "a", "--sync", "--", "echo", "a")
+    diff.json("start", "--run-key", "b", "--sync", "--", "echo", "b")
+    diff.remove("logs/{J1}.stdout")
+    diff.remove("logs/{J1}.stderr")
+    a, _ = diff.call("logs", "--run-key", "a")
+    assert a.stdout == ""
+    diff.call("logs", "--run-key", "a", "--stream", "stderr")
+    diff.json("status", "--run-key", "a")
+    c = diff.json("clean", "--run-key", "a", "--all")
+    assert (c["deleted"], c["errors"]) == (1, 0)
+    diff.remove("logs")
+    diff.call("logs", "--job-id", "{J2}")
+    j = diff.json("start", "--run-key", "c", "--sync", "--", "echo", "c")
+    assert j["status"] == "SUCCEEDED"
+    diff.call("logs", "--run-key", "c", code=0)
+    diff.json("clean", "--all")
+    assert diff.files() == {"home": ["<db>", "logs"], "logs": []}
 
 
 def test_clean(diff: Diff) -> None:
