@@ -625,6 +625,18 @@ def test_empty_selectors(diff: Diff) -> None:
     diff.json("status", "--run-key", "a", "--all")
 
 
+def test_a_fresh_home(diff: Diff) -> None:
+    """Calls that only read, on a home that does not exist yet; what each leaves there."""
+    assert diff.json("status", "--running") == []
+    diff.call("status", "--run-key", "a", code=3)
+    diff.call("logs", "--job-id", "x", code=3)
+    diff.json("clean", "--all", "--dry-run")
+    diff.json("clean", "--all")
+    diff.files()
+    diff.json("start", "--run-key", "a", "--sync", "--", "true")
+    assert diff.files() == {"home": ["<db>", "logs"], "logs": ["J1.stderr", "J1.stdout"]}
+
+
 def test_log_files_removed_behind_its_back(diff: Diff) -> None:
     diff.json("start", "--run-key", "a", "--sync", "--", "echo", "a")
     diff.json("start", "--run-key", "b", "--sync", "--", "echo", "b")
