@@ -9,7 +9,8 @@ must be the same once the values that legitimately differ are normalised:
   with :func:`datetime.fromisoformat`, is the same instant and carries the local offset (the
   tools run with ``TZ=JST-9``); the ``*_iso`` strings keep their shape and offset, digits of
   the date and time → ``N`` (``NNNN-NN-NNTNN:NN:NN+09:00``);
-* paths under the tool's home → ``$HOME/…``.
+* paths under the tool's home → ``$HOME/…``, and its working directory (one per tool, where
+  the calls run) → ``$CWD``.
 
 Nothing else is normalised: key order, statuses, booleans, attempt numbers, exit codes, reasons,
 log contents and the JSON layout (``indent=2``, ASCII escapes or not) must match exactly. Error
