@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -683,6 +683,14 @@ def test_clean(diff: Diff) -> None:
     diff.json("clean", "--before", "2100-01-01T00:00:00+00:00", "--dry-run")
     diff.json("clean", "--after", "2100-01-01", "--before", "2000-01-01")
     diff.json("clean", "--run-key", "b", "--before", "2100-01-01", "--dry-run")
+    # Times without an offset are local (JST, UTC+9): an hour from now in local time is after
+    # the jobs, in UTC's wall-clock time it is eight hours before them.
+    local = (datetime.now() + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    utc = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    assert diff.json("clean", "--before", local, "--dry-run")["deleted"] == 5
+    assert diff.json("clean", "--before", utc, "--dry-run") == {"deleted": 0, "errors": 0}
+    assert diff.json("clean", "--after", utc, "--dry-run")["deleted"] == 5
+    assert diff.json("clean", "--before", utc + "+00:00", "--dry-run")["deleted"] == 5
     assert diff.files() == before
 
     one = diff.json("clean", "--job-id", "{J2}")
