@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -244,9 +244,14 @@ class Diff:
     pool: ThreadPoolExecutor
     log: list[str] = field(default_factory=list)
 
-    def call(self, *args: str, code: int | None = None) -> tuple[Outcome, Outcome]:
-        """Run ``args`` on both tools; they must agree, and (if given) exit with ``code``."""
+    def call(self, *args: str, code: int | None = None,
+             meanwhile: Callable[[Session], None] | None = None) -> tuple[Outcome, Outcome]:
+        """Run ``args`` on both tools; they must agree, and (if given) exit with ``code``.
+        ``meanwhile`` is called with each session while the calls run."""
         futures = [self.pool.submit(s.run, args) for s in self.sessions]
+        if meanwhile is not None:
+            for s in self.sessions:
+                meanwhile(s)
         a, b = (f.result() for f in futures)
         self.log.append(" ".join(args))
         problems = []
@@ -272,6 +277,12 @@ class Diff:
         a, b = (s.files() for s in self.sessions)
         assert a == b, f"home layouts differ after {self.log[-3:]}:\n{a}\n{b}"
         return a
+
+    def gate(self) -> None:
+        """A FIFO ``gate`` in each tool's working directory: ``cat gate`` waits until
+        :func:`open_gate`."""
+        for s in self.sessions:
+            os.mkfifo(s.cwd / "gate")
 
     def remove(self, relative: str) -> None:
         for s in self.sessions:
@@ -320,6 +331,13 @@ def diff(tmp_path: Path, local_tz: str) -> Iterator[Diff]:
             for s in sessions:
                 for job_id in s.running():
                     s.run(["abort", "--job-id", job_id, "--grace-seconds", "0"])
+
+
+def open_gate(session: Session) -> None:
+    """End the ``cat gate`` of ``session``'s job (opening a FIFO for writing waits for its
+    reader)."""
+    with open(session.cwd / "gate", "w"):
+        pass
 
 
 def attempts(jobs: list[dict[str, Any]]) -> list[int]:
@@ -539,6 +557,42 @@ def test_async_job_idempotent_start_and_abort(diff: Diff) -> None:
     j = diff.json("rerun", "--run-key", "r", "--sync", "--reason", "after abort")
     assert (j["attempt_no"], j["rerun_of_job_id"], j["command"]) == (3, "J2", ["true"])
     assert attempts(diff.json("status", "--run-key", "r", "--all")) == [3, 2, 1]
+
+
+def test_async_jobs_that_end(diff: Diff) -> None:
+    """Async jobs held by ``cat gate`` until the test opens it; ``start --strict --sync`` of
+    the key then returns the job once it has ended, whether it was still running (it waits)
+    or not (strict), so what follows does not depend on timing."""
+    diff.gate()
+    j = diff.json("start", "--run-key", "g", "--", "sh", "-c", "cat gate; echo done; exit 5")
+    assert (j["status"], j["mode"], j["exit_code"]) == ("RUNNING", "async", None)
+    a, _ = diff.call("start", "--run-key", "g", "--strict", "--sync", "--", "true", code=0,
+                     meanwhile=open_gate)
+    assert (a.norm["job_id"], a.norm["status"], a.norm["exit_code"], a.norm["existing"]) == \
+        ("J1", "FAILED", 5, True)
+    s = diff.json("status", "--run-key", "g")
+    assert (s["status"], s["exit_code"], s["pid_kind"]) == ("FAILED", 5, "target")
+    a, _ = diff.call("logs", "--run-key", "g", code=0)
+    assert a.stdout == "done\n"
+    # An async rerun of it, ended the same way.
+    j = diff.json("rerun", "--run-key", "g", "--reason", "again")
+    assert (j["status"], j["mode"], j["attempt_no"], j["rerun_of_job_id"]) == \
+        ("RUNNING", "async", 2, "J1")
+    assert j.get("rerun") is True
+    a, _ = diff.call("start", "--run-key", "g", "--strict", "--sync", "--", "true", code=0,
+                     meanwhile=open_gate)
+    assert (a.norm["job_id"], a.norm["status"], a.norm["attempt_no"]) == ("J2", "FAILED", 2)
+    diff.json("status", "--run-key", "g", "--all")
+    assert diff.json("status", "--running") == []
+    # One that succeeds, started --strict.
+    j = diff.json("start", "--run-key", "h", "--strict", "--", "sh", "-c", "cat gate")
+    assert (j["status"], j["strict"]) == ("RUNNING", True)
+    a, _ = diff.call("start", "--run-key", "h", "--strict", "--sync", "--", "true", code=0,
+                     meanwhile=open_gate)
+    assert (a.norm["job_id"], a.norm["status"], a.norm["exit_code"]) == ("J3", "SUCCEEDED", 0)
+    diff.json("status", "--job-id", "{J3}")
+    c = diff.json("clean", "--all")
+    assert c["deleted"] == 3
 
 
 def test_not_found_and_usage_errors(diff: Diff) -> None:
