@@ -275,7 +275,9 @@ class Diff:
 
     def files(self) -> dict[str, list[str]]:
         a, b = (s.files() for s in self.sessions)
-        assert a == b, f"home layouts differ after {self.log[-3:]}:\n{a}\n{b}"
+        names = [s.tool.name for s in self.sessions]
+        assert a == b, (f"home layouts differ after {self.log[-3:]}:\n"
+                        f"{names[0]}: {a}\n{names[1]}: {b}")
         return a
 
     def gate(self) -> None:
@@ -303,13 +305,13 @@ class Diff:
 
 
 @pytest.fixture
-def local_tz(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def local_tz() -> Iterator[str]:
     """A local time zone that is not UTC (a POSIX rule: no tz database needed), for the tools
     and for this process (the checks of ``*_iso`` and local dates)."""
-    monkeypatch.setenv("TZ", "JST-9")
-    time.tzset()
-    yield "JST-9"
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "JST-9")
+        time.tzset()
+        yield "JST-9"
     time.tzset()
 
 
