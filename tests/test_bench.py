@@ -7,6 +7,7 @@ have every figure with a measured ratio, and ``--json`` the raw samples behind t
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -48,3 +49,36 @@ def test_store_bench_quick(tmp_path: Path) -> None:
             assert samples and all(s > 0 for s in samples), (figure, key, samples)
     assert data["history"]["answer_rows"] == {"big": 10, "empty": 0, "same answer": 10}
     assert data["host_start"]["lost_marked"] and set(data["host_start"]["lost_marked"]) == {50}
+
+
+@pytest.mark.timeout(180)
+def test_job_bench_quick(tmp_path: Path) -> None:
+    if not Path(sys.executable).with_name("orchesjob").exists():
+        msg = "orchesjob is not installed (pip install --ignore-requires-python orchesjob==1.1.0)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    out = tmp_path / "job.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "job.py"), "--quick",
+                           "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()
+            if line.startswith("| ")}
+    figures = {
+        "`sidecar job start --sync -- true` vs `orchesjob start --sync -- true`": "≤ 0.3×",
+        "`sidecar job start -- sleep 1` (async, until the CLI returns)": "≤ 0.5×",
+    }
+    for start, target in figures.items():
+        line = next((v for k, v in rows.items() if k.startswith(start)), None)
+        assert line is not None, f"no row {start!r} in:\n{proc.stdout}"
+        assert RATIO.search(line), line
+        assert target in line and "met" in line, line
+    data = json.loads(out.read_text())
+    for figure in ("sync", "async"):
+        assert data[figure]["errors"] == {}, data[figure]["errors"]
+        for tool in ("orchesjob", "sidecar"):
+            samples = data[figure][tool]
+            assert len(samples) == data["rounds"] and all(s > 0 for s in samples), \
+                (figure, tool, samples)
+    assert data["left_running"] == {"orchesjob": 0, "sidecar": 0}
