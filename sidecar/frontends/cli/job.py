@@ -18,6 +18,8 @@ from sidecar.adapters.run_db import RunDBError
 from sidecar.app import jobs
 from sidecar.app.jobs import JobError, Jobs, UsageError
 
+from .formatter import Formatter
+
 TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
 if TYPE_CHECKING:
     from typing import Any, NoReturn
@@ -26,6 +28,10 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kw)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(jobs.EXIT_USAGE, f"{self.prog}: error: {message}\n")

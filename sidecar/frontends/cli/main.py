@@ -29,6 +29,7 @@ from .common import (
     out,
     parse_duration,
 )
+from .formatter import Formatter
 
 SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "sample.toml")
@@ -111,31 +112,11 @@ def version() -> str:
         return __version__
 
 
-class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, sized as :func:`shutil.get_terminal_size` would without
-    importing :mod:`shutil` (and with it bz2 and lzma) on every start: argparse makes one
-    for every argument it adds."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        if width is None:
-            try:
-                width = int(os.environ.get("COLUMNS", ""))
-            except ValueError:
-                try:
-                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns \
-                        if sys.__stdout__ is not None else 80
-                except (AttributeError, ValueError, OSError):
-                    width = 80
-            width = (width or 80) - 2
-        super().__init__(prog, indent_increment, max_help_position, width)
-
-
 class _Parents:
     """The option groups subcommands share (argparse ``parents``)."""
 
     def __init__(self) -> None:
-        self.common = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.common = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
         self.common.add_argument(
             "--workspace", "-w", metavar="DIR",
             help="the workspace root. Default: the nearest directory from here up holding "
@@ -146,12 +127,12 @@ class _Parents:
                  "cmdorc.toml in the workspace root")
         self.common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                                  help="default: $SIDECAR_LOG, else WARNING")
-        self.no_host = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.no_host = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
         self.no_host.add_argument("--no-host", action="store_true",
                                   help="run in this process instead of the workspace's host")
-        self.json = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.json = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
         self.json.add_argument("--json", action="store_true", help="JSON instead of text")
-        self.vars = argparse.ArgumentParser(add_help=False, formatter_class=_Formatter)
+        self.vars = argparse.ArgumentParser(add_help=False, formatter_class=Formatter)
         self.vars.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                                help="runtime variable (never shell code; see README "
                                     "\"Safety\")")
@@ -163,7 +144,7 @@ Sub = Any  # argparse's _SubParsersAction (private)
 def _add(sub: Sub, name: str, parents: list[argparse.ArgumentParser], text: str,
          func: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, parents=parents, help=text,
-                                                formatter_class=_Formatter)
+                                                formatter_class=Formatter)
     if func is not None:
         p.set_defaults(func=func)
     return p
@@ -343,7 +324,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     uses when the command line names one: a git hook's ``sidecar save`` builds one
     subparser, not seventeen)."""
     parser = argparse.ArgumentParser(
-        prog="sidecar", formatter_class=_Formatter,
+        prog="sidecar", formatter_class=Formatter,
         description="Trigger-driven command orchestrator (cmdorc-compatible). run, trigger, "
                     "save, rerun, status, history, output, cancel, wait, unlock and clean talk "
                     "to the workspace's host; run, trigger, save and rerun start it when none "
