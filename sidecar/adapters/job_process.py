@@ -237,4 +237,5 @@ def _wait_until(done: Any, timeout: float) -> bool:
         step = min(step * 2, 0.05)
     return True
 
+
 __all__ = ["LAUNCH_FAILED", "spawn_worker", "stop", "wait_done", "wait_ready"]

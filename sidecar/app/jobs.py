@@ -216,11 +216,8 @@ class Jobs:
         job = claim.run if claim.existing else self._launch(row.run_id, sync, start_timeout)
         if claim.existing and sync:
             job = self._wait(job.run_id)
-        out = job_json(job)
+        out = _started(job, claim.existing, sync, claim.strict_override_used)
         out["strict"] = strict  # the call's strictness (orchesjob's start reports it so)
-        out.update(accepted=not claim.existing, existing=claim.existing,
-                   mode="sync" if sync else "async",
-                   strict_override_used=claim.strict_override_used)
         return out
 
     def rerun(self, run_key: str | None, job_id: str | None, *, reason: str | None = None,
@@ -238,10 +235,8 @@ class Jobs:
             self.db.claim(row, rerun=True)
         except WrongState as exc:
             raise JobStateError(str(exc)) from None
-        out = job_json(self._launch(row.run_id, sync, start_timeout))
-        out.update(accepted=True, existing=False, mode="sync" if sync else "async",
-                   strict_override_used=False, rerun=True)
-        return out
+        return {**_started(self._launch(row.run_id, sync, start_timeout), False, sync, False),
+                "rerun": True}
 
     def _new_row(self, argv: list[str], run_key: str, cwd: str | None) -> RunRow:
         job_id = _new_id()
@@ -371,6 +366,12 @@ class Jobs:
                 "dry_run": dry_run,
                 "items": [{"job_id": r.run_id, "run_key": r.run_key,
                            **_when("selected_at", r.end_time)} for r in cleaned.runs]}
+
+
+def _started(job: RunRow, existing: bool, sync: bool, override_used: bool) -> dict[str, Any]:
+    """What ``start`` and ``rerun`` print: the job, then how the call went."""
+    return {**job_json(job), "accepted": not existing, "existing": existing,
+            "mode": "sync" if sync else "async", "strict_override_used": override_used}
 
 
 def db_error(exc: sqlite3.Error) -> JobError:

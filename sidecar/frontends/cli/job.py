@@ -119,8 +119,6 @@ def _run(args: argparse.Namespace) -> int:
         if args.cmd != "clean" and not args.run_key and not args.job_id \
                 and not getattr(args, "running", False):
             raise UsageError("either --run-key or --job-id is required")
-    if args.cmd == "status" and args.all and args.run_key is None and not args.running:
-        raise UsageError("status --all needs --run-key")
     ttl = jobs.parse_ttl(args.ttl) if getattr(args, "ttl", None) is not None else None
     store = Jobs()
     try:
