@@ -140,25 +140,6 @@ def parse_time(text: str, option: str) -> float:
                          "2026-01-01T12:00:00+09:00") from None
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_ttl(text: str) -> int:
-    """A TTL as seconds: an integer, or one with a suffix s, m, h or d (``30m``). The number
-    is read as Python's ``int()`` reads it (``+10``, ``1_0``, spaces before the suffix), as
-    orchesjob does."""
-    value = text.strip().lower()
-    unit = _UNITS.get(value[-1:], 0) if value else 0
-    try:
-        seconds = int(value[:-1] if unit else value) * (unit or 1)
-    except ValueError:
-        raise UsageError(f"invalid ttl: {text!r}; use seconds or a suffix s, m, h or d "
-                         "(30m, 2h)") from None
-    if seconds <= 0:
-        raise UsageError("ttl must be positive")
-    return seconds
-
-
 def _new_id() -> str:
     """A random (version 4) UUID, without importing :mod:`uuid`."""
     b = bytearray(os.urandom(16))
@@ -380,4 +361,4 @@ def db_error(exc: sqlite3.Error) -> JobError:
     return JobError(f"the job store cannot be used: {exc}")
 
 
-__all__ = ["JOB_COMMAND", "JobError", "Jobs", "db_error", "home", "job_json", "parse_ttl", "status_of"]
+__all__ = ["JOB_COMMAND", "JobError", "Jobs", "db_error", "home", "job_json", "status_of"]

@@ -1,5 +1,5 @@
 """What every ``sidecar`` subcommand shares: exit codes, errors, output, the workspace and its
-config files, ``--var`` pairs, ``--ttl`` durations.
+config files, ``--var`` pairs.
 
 Standard library only (with :mod:`sidecar.core.workspace` and :mod:`sidecar.host.locate`):
 ``sidecar save`` imports this on its way to the host.
@@ -80,20 +80,3 @@ def parse_vars(pairs: Sequence[str]) -> dict[str, str]:
             raise CliError(f"--var expects NAME=VALUE, got {pair!r}", EXIT_USAGE)
         out[key] = value
     return out
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """A duration as seconds: an integer (seconds), or one with a suffix ``s``, ``m``, ``h``
-    or ``d`` (``90``, ``30m``, ``2h``); positive. For argparse's ``type=``: a bad value is a
-    usage error (exit 2)."""
-    value = text.strip().lower()
-    unit = _UNITS.get(value[-1:], 0) if value else 0
-    digits = value[:-1] if unit else value
-    if not digits.isdigit() or not digits.isascii() or int(digits) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds, or one with s, m, h or d (30m, 2h), "
-            f"got {text!r}")
-    return int(digits) * (unit or 1)

@@ -18,7 +18,7 @@ from sidecar.adapters.run_db import RunDBError
 from sidecar.app import jobs
 from sidecar.app.jobs import JobError, Jobs, UsageError
 
-from .formatter import Formatter
+from .args import Formatter, duration_secs
 
 TYPE_CHECKING = False  # typing is not imported at run time: `sidecar job` starts fast
 if TYPE_CHECKING:
@@ -119,7 +119,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.cmd != "clean" and not args.run_key and not args.job_id \
                 and not getattr(args, "running", False):
             raise UsageError("either --run-key or --job-id is required")
-    ttl = jobs.parse_ttl(args.ttl) if getattr(args, "ttl", None) is not None else None
+    ttl = None
+    if getattr(args, "ttl", None) is not None:
+        try:
+            ttl = duration_secs(args.ttl)
+        except ValueError as exc:
+            raise UsageError(f"--ttl: {exc}") from None
     store = Jobs()
     try:
         if args.cmd == "start":

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .args import Formatter, parse_duration
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -27,9 +28,7 @@ from .common import (
     config_paths,
     err,
     out,
-    parse_duration,
 )
-from .formatter import Formatter
 
 SAMPLE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "sample.toml")
