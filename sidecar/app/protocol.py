@@ -510,6 +510,14 @@ class RunUpdate(RunInfo):
 
 
 @attrs.define
+class VariableInfo:
+    name: str
+    """Variable name (``{{ name }}``)."""
+    default: str | None
+    """Its value when none is given at run time (resolved); null: a run must receive it."""
+
+
+@attrs.define
 class CommandInfo:
     name: str
     """Command name."""
@@ -533,6 +541,12 @@ class CommandInfo:
     """Runs in progress."""
     source: str | None = None
     """Config file it came from."""
+    description: str = ""
+    """The command's ``description``: a sentence for people and models."""
+    agent: bool = True
+    """The command's ``agent`` key: false hides it from agent sessions."""
+    variables: list[VariableInfo] = attrs.field(factory=list)
+    """The runtime variables it accepts: those its templates use, in order of use."""
 
 
 @attrs.define
@@ -550,7 +564,9 @@ class SkippedInfo:
     command: str
     """Command that did not start."""
     reason: str
-    """``debounce`` | ``concurrency_limit`` | ``variable_error`` | ``shutting_down``."""
+    """``debounce`` | ``concurrency_limit`` | ``variable_error`` | ``shutting_down`` |
+    ``agent_hidden`` (an agent session's trigger never starts an ``agent = false``
+    command)."""
     message: str
     """Human-readable detail."""
 
@@ -867,6 +883,9 @@ class InitializationOptions:
     max_pending_bytes: int = 4 << 20
     """Backpressure cap: bytes queued for the client above which chunk text is dropped
     (65536..268435456)."""
+    agent: bool = False
+    """An agent session (``sidecar mcp``): requests obey the agent rules of
+    :mod:`sidecar.app.agents` (protocol.md §2.1)."""
 
 
 OPTION_RANGES: dict[str, tuple[int, int]] = {

@@ -36,6 +36,7 @@ from sidecar.core.runs import RunHandle, TriggerResult
 from sidecar.core.savehooks import triggers_for_save
 from sidecar.core.triggers import command_graph, emitted_events
 
+from . import agents
 from . import protocol as P
 
 if TYPE_CHECKING:  # the host imports the app's wire types
@@ -107,14 +108,16 @@ def _parse_time(value: str | None, field: str) -> float | None:
 class Service:
     """The operations on one host's workspace.
 
-    ``started_by`` names who the operations are for (the runs' ``startedBy``); a plain
-    attribute, so that a frontend can set it once it knows (the LSP frontend: the client's
-    name, at ``initialize``).
+    ``started_by`` names who the operations are for (the runs' ``startedBy``) and ``agent``
+    makes them obey the agent rules (:mod:`sidecar.app.agents`); plain attributes, so that
+    a frontend can set them once it knows (the LSP frontend: at ``initialize``).
     """
 
-    def __init__(self, host: Host, started_by: str | None = None) -> None:
+    def __init__(self, host: Host, started_by: str | None = None, *,
+                 agent: bool = False) -> None:
         self.host = host
         self.started_by = started_by
+        self.agent = agent
 
     # ------------------------------------------------------------------ helpers
     def orchestrator(self) -> CommandOrchestrator:
@@ -128,10 +131,20 @@ class Service:
                 f"no valid configuration: {host.config_error or 'not loaded'}")
         return host.orchestrator
 
-    def _command(self, name: str) -> CommandOrchestrator:
-        """The orchestrator, once ``name`` is known to be one of its commands."""
-        o = self.orchestrator()
+    def _names(self, o: CommandOrchestrator) -> list[str]:
+        """The commands this session may see: every one, or an agent's."""
         names = o.list_commands()
+        return [n for n in names if o.get_command(n).agent] if self.agent else names
+
+    def _refuse_agent(self, method: str) -> None:
+        if self.agent:
+            raise agents.refused_method(method)
+
+    def _command(self, name: str) -> CommandOrchestrator:
+        """The orchestrator, once ``name`` is known to be one of its commands (visible to
+        this session)."""
+        o = self.orchestrator()
+        names = self._names(o)
         if name not in names:
             hint = did_you_mean(name, names) or (f"; commands: {', '.join(names)}"
                                                   if names else "; no commands are configured")
@@ -140,8 +153,9 @@ class Service:
         return o
 
     def _handle(self, run_id: str) -> RunHandle:
-        handle = self.orchestrator().get_handle_by_run_id(run_id)
-        if handle is None:
+        o = self.orchestrator()
+        handle = o.get_handle_by_run_id(run_id)
+        if handle is None or (self.agent and handle.command_name not in self._names(o)):
             raise P.SidecarRpcError(P.E_RUN_NOT_FOUND, f"no run with id {run_id!r}",
                                     {"runId": run_id})
         return handle
@@ -182,7 +196,7 @@ class Service:
     async def commands(self, p: P.NoParams | None = None) -> P.CommandsResult:
         o = self.orchestrator()
         out = []
-        for name in o.list_commands():
+        for name in self._names(o):
             c = o.get_command(name)
             out.append(P.CommandInfo(
                 name=name, command=c.command, triggers=list(c.triggers),
@@ -190,14 +204,25 @@ class Service:
                 on_retrigger=c.on_retrigger, debounce_in_ms=c.debounce_in_ms,
                 timeout_secs=c.timeout_secs, state=o.get_status(name).state,
                 active_run_ids=[h.run_id for h in o.get_active_handles(name)],
-                source=o.config.sources.get(name)))
+                source=o.config.sources.get(name), description=c.description, agent=c.agent,
+                variables=[P.VariableInfo(n, d) for n, d in o.command_variables(name).items()]))
         return P.CommandsResult(commands=out, config_files=self._files(),
                                 on_save=dict(o.config.on_save))
 
     @_operation
     async def trigger(self, p: P.TriggerParams) -> P.TriggerResultWire:
-        return self._triggered(await self.orchestrator().trigger(p.event, vars=p.vars,
-                                                                 started_by=self.started_by))
+        o = self.orchestrator()
+        exclude = None
+        if self.agent:
+            agents.check_event(p.event)
+            starts, cancels = o.listeners(p.event)
+            hidden = [n for n in (*starts, *cancels) if not o.get_command(n).agent]
+            exclude = {n: (agents.HIDDEN, f"{n!r} is hidden from agents (agent = false)")
+                       for n in hidden}
+            accepted = {v for n in starts if n not in exclude for v in o.command_variables(n)}
+            agents.check_vars(p.vars or {}, accepted, f"the commands {p.event!r} starts")
+        return self._triggered(await o.trigger(p.event, vars=p.vars, started_by=self.started_by,
+                                               exclude=exclude))
 
     @_operation
     async def run(self, p: P.RunParams) -> P.RunResultWire:
@@ -205,10 +230,17 @@ class Service:
             raise P.InvalidParams("runKey", "must not be empty")
         if p.strict and p.run_key is None:
             raise P.InvalidParams("strict", "needs a runKey")
+        self._agent_vars(p.command, p.vars)
         handle = await self._command(p.command).run_command(
             p.command, vars=p.vars, started_by=self.started_by, run_key=p.run_key,
             strict=p.strict)
         return await self._started(handle, p.wait, p.timeout_ms)
+
+    def _agent_vars(self, command: str, vars: dict[str, str] | None) -> None:
+        """An agent's runtime variables for ``command`` (nothing to check for others)."""
+        if self.agent:
+            o = self._command(command)
+            agents.check_vars(vars or {}, o.command_variables(command), repr(command))
 
     @_operation
     async def rerun(self, p: P.RerunParams) -> P.RunResultWire:
@@ -226,11 +258,14 @@ class Service:
                     P.E_RUN_NOT_FOUND, f"no finished run of {p.command!r} with run key "
                     f"{p.run_key!r}", {"command": p.command, "runKey": p.run_key})
             run_id = latest[0].run_id
+        elif self.agent:
+            self._handle(run_id)
         handle = await o.rerun(run_id, reason=p.reason, started_by=self.started_by)
         return await self._started(handle, p.wait, p.timeout_ms)
 
     @_operation
     async def unlock(self, p: P.UnlockParams) -> P.UnlockResult:
+        self._refuse_agent(P.M_UNLOCK)
         self._command(p.command)
         if p.ttl_secs is not None and p.ttl_secs <= 0:
             raise P.InvalidParams("ttlSecs", "must be positive")
@@ -247,6 +282,7 @@ class Service:
 
     @_operation
     async def clean(self, p: P.CleanParams) -> P.CleanResult:
+        self._refuse_agent(P.M_CLEAN)
         o = self.orchestrator()
         try:
             cleaned = self._records().clean(
@@ -296,6 +332,8 @@ class Service:
             n = sum([await o.cancel_run(i, why, grace=grace) for i in ids])
         elif p.command is not None:
             n = await self._command(p.command).cancel_command(p.command, why, grace=grace)
+        elif self.agent:
+            n = sum([await o.cancel_command(c, why, grace=grace) for c in self._names(o)])
         else:
             n = await o.cancel_all(why, grace=grace)
         return P.CancelResult(cancelled=n)
@@ -303,7 +341,7 @@ class Service:
     @_operation
     async def status(self, p: P.StatusParams) -> P.StatusResult:
         o = self.orchestrator()
-        names = [p.command] if p.command is not None else o.list_commands()
+        names = [p.command] if p.command is not None else self._names(o)
         if p.command is not None:
             self._command(p.command)
         out = []
@@ -345,6 +383,7 @@ class Service:
 
     @_operation
     async def preview(self, p: P.PreviewParams) -> P.PreviewResult:
+        self._agent_vars(p.command, p.vars)
         o = self._command(p.command)
         rc = o.preview_command(p.command, vars=p.vars)
         env = {k: rc.env[k] for k in o.get_command(p.command).env}
@@ -354,6 +393,7 @@ class Service:
 
     @_operation
     async def graph(self, p: P.NoParams | None = None) -> P.TriggerGraphResult:
+        self._refuse_agent(P.M_TRIGGER_GRAPH)
         o = self.orchestrator()
         names = o.list_commands()
         triggers = {n: list(o.get_command(n).triggers) for n in names}
@@ -370,6 +410,7 @@ class Service:
                                     edges=edges, external=external)
 
     async def reload(self, p: P.NoParams | None = None) -> P.ReloadResult:
+        self._refuse_agent(P.M_RELOAD)
         if self.host.closing:
             raise P.SidecarRpcError(P.E_SHUTTING_DOWN, "the server is shutting down")
         return self._reloaded(self.host.reload())
@@ -384,6 +425,7 @@ class Service:
         """Saved files: a config file reloads the configuration; any other fires the
         ``[on_save]`` triggers its path matches (a save reported twice with the same mtime
         fires once)."""
+        self._refuse_agent(P.M_SAVE)
         host = self.host
         result = P.SaveResult(triggered=[])
         for raw in p.paths:

@@ -37,6 +37,8 @@ COMMAND_KEYS: dict[str, str] = {
     "keep_history": "integer",
     "output_extension": "string",
     "keep_runs": "integer",
+    "description": "string",
+    "agent": "boolean",
 }
 OUTPUT_STORAGE_KEYS: dict[str, str] = {
     "directory": "string",
@@ -180,6 +182,10 @@ class CommandConfig:
     keep_history: int | None = None
     output_extension: str | None = None
     keep_runs: int | None = None
+    description: str = ""
+    """A sentence for people and models (shown by the editors and ``list_commands``)."""
+    agent: bool = True
+    """False hides the command from agents (MCP sessions) entirely."""
 
     def __post_init__(self) -> None:
         _enforce(self, COMMAND_RULES)

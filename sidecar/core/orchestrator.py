@@ -55,7 +55,7 @@ from .runs import (
     RunState,
     TriggerResult,
 )
-from .templates import Resolver, needs_shell
+from .templates import Resolver, needs_shell, variables_used
 from .triggers import TriggerContext, TriggerIndex, matches
 
 logger = logging.getLogger("sidecar")
@@ -280,6 +280,21 @@ class CommandOrchestrator:
     def variables(self) -> dict[str, str]:
         return dict(self._vars)
 
+    def command_variables(self, name: str) -> dict[str, str | None]:
+        """The variables a command's templates (command line, cwd, env) use, directly or
+        through config variables, each with its default (None: it must be given at run
+        time). The runtime variables the command accepts."""
+        cmd = self._entry(name).config
+        templates = [cmd.command, *([str(cmd.cwd)] if cmd.cwd is not None else []),
+                     *cmd.env.values()]
+        return variables_used(templates, {**self._vars, **cmd.vars})
+
+    def listeners(self, event_name: str) -> tuple[list[str], list[str]]:
+        """The commands an event would start (``triggers``) and cancel
+        (``cancel_on_triggers``), in the order :meth:`trigger` handles them."""
+        return (self._trigger_index.commands_for(event_name),
+                self._cancel_index.commands_for(event_name))
+
     @property
     def output_storage(self) -> OutputStorageConfig:
         return self.config.output_storage
@@ -467,9 +482,14 @@ class CommandOrchestrator:
         vars: Mapping[str, str] | None = None,
         *,
         started_by: str | None = None,
+        exclude: Mapping[str, tuple[str, str]] | None = None,
     ) -> TriggerResult:
         """Fire an event: cancel commands listening in ``cancel_on_triggers``, start commands
         listening in ``triggers``, call ``on_event`` callbacks.
+
+        ``exclude`` maps commands this event must not start or cancel to the ``(reason,
+        message)`` reported for them in ``skipped``; the runs it starts and their chains
+        are not restricted (an agent's trigger, see :mod:`sidecar.app.agents`).
 
         ``vars`` are runtime variables for the runs this starts (and their chains); they are
         never shell code (see :mod:`.shellsafe`). ``started_by`` names who fired it (set on
@@ -480,7 +500,8 @@ class CommandOrchestrator:
             context = TriggerContext()
         if started_by is not None:
             context.started_by = started_by
-        return await self._trigger(event_name, context, vars, kind="trigger", handle=None)
+        return await self._trigger(event_name, context, vars, kind="trigger", handle=None,
+                                   exclude=exclude)
 
     async def _trigger(
         self,
@@ -490,6 +511,7 @@ class CommandOrchestrator:
         *,
         kind: str,
         handle: RunHandle | None,
+        exclude: Mapping[str, tuple[str, str]] | None = None,
     ) -> TriggerResult:
         if self._is_shutdown:
             raise OrchestratorShutdownError("Orchestrator is shutting down")
@@ -515,13 +537,19 @@ class CommandOrchestrator:
                 run_id=handle.run_id if handle else None,
                 command=handle.command_name if handle else None))
 
+        exclude = exclude or {}
         for name in self._cancel_index.commands_for(event_name):
+            if name in exclude:
+                continue
             if await self.cancel_command(name, f"cancel_on_trigger:{event_name}"):
                 outcome.cancelled.append(name)
 
         for name in self._trigger_index.commands_for(event_name):
             entry = self._commands.get(name)
             if entry is None:
+                continue
+            if name in exclude:
+                outcome.skipped.append((name, *exclude[name]))
                 continue
             try:
                 started = await self._start(entry, event_name, context, upstream)

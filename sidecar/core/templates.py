@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .errors import VariableResolutionError
@@ -97,6 +97,30 @@ def find_cycle(variables: Mapping[str, str]) -> list[str] | None:
         if name not in state and (found := visit(name)):
             return found
     return None
+
+
+def variables_used(templates: Iterable[str], config_vars: Mapping[str, str]
+                   ) -> dict[str, str | None]:
+    """The variables ``templates`` use, directly or through config variables, in order of
+    first use: each with its default (its resolved config value; None when it has none, so
+    a run must receive it). These are the runtime variables a command accepts."""
+    found: dict[str, str | None] = {}
+    resolver = Resolver(config_vars)
+
+    def visit(text: str, depth: int) -> None:
+        for ref in scan(text)[0]:
+            if ref.name in found:
+                continue
+            try:
+                found[ref.name] = resolver.value(ref.name)
+            except VariableResolutionError:
+                found[ref.name] = None
+            if ref.name in config_vars and depth < MAX_DEPTH:
+                visit(config_vars[ref.name], depth + 1)
+
+    for text in templates:
+        visit(text, 0)
+    return found
 
 
 class Resolver:

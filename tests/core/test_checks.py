@@ -112,6 +112,20 @@ def test_unknown_key_with_did_you_mean(tmp_path: Path) -> None:
     assert report.config is None
 
 
+def test_description_and_agent_keys(tmp_path: Path) -> None:
+    good = ('[[command]]\nname = "A"\ncommand = "echo"\ndescription = "Says it."\n'
+            'agent = false\n')
+    report = check(tmp_path, sidecar_toml=good)
+    assert report.errors == [] and report.config is not None
+    assert not only(report, "wrong-type") and not only(report, "unknown-key")
+    (cmd,) = report.config.commands
+    assert (cmd.description, cmd.agent) == ("Says it.", False)
+    bad = '[[command]]\nname = "A"\ncommand = "echo"\ndescription = 3\nagent = "no"\n'
+    found = only(check(tmp_path, sidecar_toml=bad), "wrong-type")
+    assert [(p.span.line, p.message.split()[0]) for p in found] == [
+        (3, "'description'"), (4, "'agent'")]
+
+
 def test_wrong_type(tmp_path: Path) -> None:
     text = '[[command]]\nname = "A"\ncommand = "echo"\ntriggers = ["A"]\nmax_concurrent = "2"\n'
     report = check(tmp_path, cmdorc_toml=text)

@@ -304,6 +304,23 @@ def _host(sub: Sub, o: _Parents) -> None:
     h.add_argument("--follow", "-f", action="store_true", help="then print what is added")
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from sidecar.frontends.mcp import main as mcp  # the MCP SDK, only now
+
+    return mcp(args)
+
+
+def _mcp(sub: Sub, o: _Parents) -> None:
+    p = _add(sub, "mcp", [o.common],
+             "MCP server on stdio: the workspace's declared commands as tools for agents "
+             "(attached to the workspace's host)", cmd_mcp)
+    p.add_argument("--print-config", nargs="?", const="claude", choices=("claude", "cursor",
+                                                                          "vscode"),
+                   metavar="CLIENT",
+                   help="print a configuration for an agent host to paste (claude, the "
+                        "default; cursor; vscode) and exit")
+
+
 def _job(sub: Sub, o: _Parents) -> None:
     # Listed for --help only: `sidecar job …` is parsed by .job (see the package's main).
     _add(sub, "job", [], "orchesjob-compatible one-shot jobs of your own commands (start, "
@@ -314,7 +331,7 @@ SUBCOMMANDS = {
     "run": _run, "trigger": _trigger, "save": _save, "rerun": _rerun, "status": _status,
     "history": _history, "output": _output, "cancel": _cancel, "wait": _wait,
     "unlock": _unlock, "clean": _clean, "check": _check, "preview": _preview, "graph": _graph,
-    "init": _init, "serve": _serve, "host": _host, "job": _job,
+    "init": _init, "serve": _serve, "mcp": _mcp, "host": _host, "job": _job,
 }
 
 

@@ -125,6 +125,7 @@ class SidecarServer(LanguageServer):
         opts, problems = P.parse_initialization_options(params.initialization_options)
         for prob in problems:
             self.show(lsp.MessageType.Warning, f"sidecar: initializationOptions.{prob}")
+        self.service.agent = opts.agent
         host = self.host
         if self.owns_host:
             files: Sequence[str] | None = opts.config_files or None
