@@ -139,7 +139,8 @@ class Output(BaseModel):
     run_id: str
     text: str = Field(description="The output (stdout and stderr interleaved), decoded as "
                                   "UTF-8.")
-    offset: int = Field(description="Byte offset of text.")
+    offset: int = Field(description="Byte offset of text (with tail_lines: exact unless "
+                                    "the output holds invalid UTF-8, shown as U+FFFD).")
     size: int = Field(description="Bytes text covers.")
     next_offset: int = Field(description="Where the next read starts (offset + size).")
     total_size: int = Field(description="Bytes of output so far.")
@@ -176,10 +177,18 @@ def _run_line(run: Run) -> str:
 
 
 def _last_lines(text: str, n: int, partial_first: bool) -> str:
-    lines = text.splitlines()
-    if partial_first and lines:
-        lines = lines[1:]  # it may start mid-line
-    return "\n".join(lines[-n:]) if n else ""
+    """The end of ``text`` holding its last ``n`` lines, as it is (a final newline kept);
+    ``partial_first``: ``text`` may start mid-line, and that line is left out."""
+    start = len(text[:-1] if text.endswith("\n") else text)
+    for _ in range(n):
+        start = text.rfind("\n", 0, start)
+        if start < 0:
+            break
+    if start < 0:
+        start = text.find("\n") if partial_first else -1
+        if partial_first and start < 0:
+            return ""
+    return text[start + 1:] if n else ""
 
 
 def _progress_token(ctx: Context) -> Any:
@@ -241,7 +250,7 @@ class Tools:
         with self.link.follow(run["runId"], on_line):
             # What it printed before its chunks were on (followed from now).
             probe = await self._call(M.M_READ_OUTPUT, {"runId": run["runId"], "length": 0})
-            printed = await self._tail({**run, "outputSize": probe["totalSize"]}, 1)
+            printed = (await self._tail({**run, "outputSize": probe["totalSize"]}, 1)).strip()
             if printed and not last["line"]:
                 last["line"] = printed
             waiter = asyncio.ensure_future(self._call(M.M_WAIT, params))
@@ -295,9 +304,10 @@ class Tools:
     async def run_command(self, command: CommandName, ctx: Context, vars: Vars | None = None,
                           run_key: Annotated[str | None, Field(
                               min_length=1, max_length=200,
-                              description="Idempotency key: a retry with the same key "
-                                          "returns the run already started (or finished) "
-                                          "instead of starting another.")] = None,
+                              description="Idempotency key: a call with a key used before "
+                                          "returns that key's run (running or finished) "
+                                          "instead of starting another; use a new key for "
+                                          "a new run.")] = None,
                           wait_secs: WaitSecs = 30, tail_lines: TailLines = 20) -> Annotated[CallToolResult, RunOutcome]:
         """Run a declared command (see list_commands) and wait for it, up to wait_secs
         (default 30, at most 600). Returns its state, exit code, duration, trigger chain and
@@ -306,8 +316,8 @@ class Tools:
         read_output, stop it with cancel. Only declared commands run; a command line of
         your own never does. Cancelling this tool call cancels the run it started."""
         params: dict[str, Any] = {"command": command, "vars": vars or {}}
-        if run_key is not None:
-            params["runKey"] = run_key
+        if run_key is not None:  # strict: a retry never runs the command twice
+            params.update(runKey=run_key, strict=True)
         started = await self._call(M.M_RUN, params)
         run, existing = started["run"], bool(started.get("existing"))
         try:
@@ -366,15 +376,13 @@ class Tools:
             length = READ_MAX
         got = await self._call(M.M_READ_OUTPUT, {"runId": run_id, "offset": offset,
                                                   "length": length})
-        text = got["text"]
+        text, size, end = got["text"], got["size"], got["offset"] + got["size"]
         if tail_lines is not None:
             text = _last_lines(text, tail_lines, offset > 0)
-            offset = got["offset"] + got["size"] - len(text.encode("utf-8", "replace"))
-            offset = max(offset, 0)
-        out = Output(run_id=run_id, text=text, offset=offset,
-                     size=len(text.encode("utf-8", "replace")) if tail_lines else got["size"],
-                     next_offset=got["offset"] + got["size"], total_size=got["totalSize"],
-                     final=got["final"])
+            size = len(text.encode())  # exact but where invalid UTF-8 was replaced
+            offset = end - size
+        out = Output(run_id=run_id, text=text, offset=offset, size=size, next_offset=end,
+                     total_size=got["totalSize"], final=got["final"])
         more = "" if out.final and out.next_offset >= out.total_size else (
             f"\n[{out.total_size - out.next_offset} more bytes so far; continue at offset "
             f"{out.next_offset}]" if out.next_offset < out.total_size

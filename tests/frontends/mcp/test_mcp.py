@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from sidecar.app.agents import MAX_VALUE_CHARS
 from sidecar.frontends.mcp.tools import READ_MAX, TOOL_NAMES
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "host"))
-from hostclient import HostClient, make_gate, release  # noqa: E402
+from hostclient import HostClient, make_gate, release
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,7 +120,7 @@ async def test_tools_have_schemas_and_a_command_runs(root: Path) -> None:
         assert (run["state"], run["exit_code"], done["finished"]) == ("success", 0, True)
         assert run["started_by"] == "mcp" and run["trigger_chain"] == []
         assert run["duration_secs"] is not None
-        assert done["output_tail"] == "hello MCP"
+        assert done["output_tail"] == "hello MCP\n"
         listed = await call(s, "list_commands")
         assert listed["commands"][0]["last_run"]["run_id"] == run["run_id"]
         history = await call(s, "history", {"command": "Hello"})
@@ -138,7 +139,7 @@ async def test_a_slow_run_returns_a_handle_then_get_run_waits(root: Path) -> Non
         await release(root, "through\n")
         final = await call(s, "get_run", {"run_id": run["run_id"], "wait_secs": 30})
         assert (final["run"]["state"], final["finished"]) == ("success", True)
-        assert final["output_tail"] == "waiting at the gate\nthrough"
+        assert final["output_tail"] == "waiting at the gate\nthrough\n"
 
 
 async def test_read_output_pages_a_mebibyte(root: Path) -> None:
@@ -157,7 +158,8 @@ async def test_read_output_pages_a_mebibyte(root: Path) -> None:
                 break
         assert "".join(pages).encode() == expected and len(pages) == 16
         tail = await call(s, "read_output", {"run_id": run["run_id"], "tail_lines": 3})
-        assert tail["text"] == "0123456789abcde\n" * 2 + "0123456789abcde"
+        assert tail["text"] == "0123456789abcde\n" * 3
+        assert tail["offset"] == len(expected) - 48 and tail["size"] == 48
         assert (await refusal(s, "read_output", {"run_id": run["run_id"],
                                                  "length": READ_MAX + 1})).count("65536")
 
@@ -239,8 +241,8 @@ async def test_refusals_are_tool_errors_and_nothing_runs(root: Path) -> None:
             done = await call(s, "run_command", {"command": "Hello",
                                                  "vars": {"target": value}})
             outputs.append(done["output_tail"])
-        assert outputs == ["hello ; touch PWNED", "hello $(touch PWNED)",
-                           "hello `touch PWNED`", "hello ' ; touch PWNED '"]
+        assert outputs == ["hello ; touch PWNED\n", "hello $(touch PWNED)\n",
+                           "hello `touch PWNED`\n", "hello ' ; touch PWNED '\n"]
         # A trigger starts what the agent may run and says what it skipped.
         fired = await call(s, "trigger", {"event": "greet"})
         assert [r["command"] for r in fired["started"]] == ["Hello"]
@@ -261,24 +263,39 @@ async def test_an_editor_sees_agent_runs_and_run_keys_are_idempotent(root: Path)
             assert final["runKey"] == "k1"
             info = await editor.request("sidecar/hostInfo")
             assert sorted(x["clientName"] for x in info["sessions"]) == ["Neovim", "mcp"]
-            # A retry with the same key (the run is over: a new attempt, as orchesjob) ...
+            # A retry with the same key returns the same run, running or finished: the
+            # command never runs twice for one key.
             retry = await call(s, "run_command", {"command": "Gate", "run_key": "g",
                                                   "wait_secs": 0})
             again = await call(s, "run_command", {"command": "Gate", "run_key": "g",
                                                   "wait_secs": 0})
-            # ... and while it runs, the same run: nothing new starts.
-            assert again["existing"] is True
-            assert again["run"]["run_id"] == retry["run"]["run_id"]
+            assert (again["existing"], again["run"]["run_id"]) == (True, retry["run"]["run_id"])
             await release(root)
             assert (await editor.final(retry["run"]["run_id"]))["state"] == "success"
+            later = await call(s, "run_command", {"command": "Gate", "run_key": "g"})
+            assert (later["existing"], later["run"]["run_id"]) == (True, retry["run"]["run_id"])
+            assert later["run"]["state"] == "success"
+            assert "existing run" in (await s.call_tool(
+                "run_command", {"command": "Gate", "run_key": "g"})).content[0].text  # type: ignore[union-attr]
             assert len([u for u in editor.updates(command="Gate")
                         if u["state"] == "pending"]) == 1
+            done = await call(s, "run_command", {"command": "Hello",
+                                                 "vars": {"target": "records"}})
             # What the person runs is visible to the agent.
             mine = await editor.request("sidecar/run", {"command": "Hello", "wait": True})
             got = await call(s, "get_run", {"run_id": mine["run"]["runId"]})
             assert got["run"]["started_by"] == "Neovim"
     finally:
         await editor.close()
+    # Every agent run is in the durable records, with its variables (read once the host,
+    # stopped, has written everything).
+    stopped = subprocess.run([*MCP[:-1], "host", "stop"], cwd=root, timeout=30)
+    assert stopped.returncode == 0
+    with sqlite3.connect(root / ".sidecar" / "runs.db") as db:
+        row = db.execute("SELECT started_by, runtime_vars FROM runs WHERE run_id = ?",
+                         (done["run"]["run_id"],)).fetchone()
+    assert row is not None and row[0] == "mcp"
+    assert json.loads(row[1]) == {"target": "records"}
 
 
 @pytest.mark.parametrize("client", ["claude", "cursor", "vscode"])
@@ -293,7 +310,25 @@ async def test_the_printed_configuration_starts_a_working_server(root: Path,
     # An agent host starts it from anywhere: the workspace is in the arguments.
     async with session(root, [server["command"], *server["args"]], cwd=Path("/")) as s:
         done = await call(s, "run_command", {"command": "Hello"})
-        assert done["output_tail"] == "hello world"
+        assert done["output_tail"] == "hello world\n"
+
+
+async def test_the_server_outlives_its_host(root: Path) -> None:
+    async with session(root) as s:
+        first = await call(s, "run_command", {"command": "Hello"})
+        stopped = subprocess.run([*MCP[:-1], "host", "stop"], cwd=root,
+                                 capture_output=True, text=True, timeout=30)
+        assert stopped.returncode == 0, stopped.stderr
+        # The call that finds the host gone fails clearly, or already reaches a new host;
+        # the next one does, and the history is the workspace's, as before.
+        res = await s.call_tool("run_command", {"command": "Hello"})
+        if res.is_error:
+            assert "host" in res.content[0].text  # type: ignore[union-attr]
+            res = await s.call_tool("run_command", {"command": "Hello"})
+        assert not res.is_error and res.structured_content is not None
+        assert res.structured_content["run"]["state"] == "success"
+        history = await call(s, "history", {"command": "Hello"})
+        assert first["run"]["run_id"] in [r["run_id"] for r in history["runs"]]
 
 
 async def test_no_config_is_a_clear_error(tmp_path: Path) -> None:
