@@ -77,3 +77,15 @@ def test_job_bench_quick(tmp_path: Path) -> None:
             assert len(samples) == data["rounds"] and all(s > 0 for s in samples), \
                 (figure, tool, samples)
     assert data["left_running"] == {"orchesjob": 0, "sidecar": 0}
+
+
+@pytest.mark.timeout(180)
+def test_mcp_bench_quick(tmp_path: Path) -> None:
+    data = run_quick("mcp_server", tmp_path, {
+        "`run_command` of `true` through MCP (tool call → result)": "≤ 3×",
+        "`sidecar mcp` start → `initialize` answered": "≤ 2×",
+    })
+    for figure, keys in (("call", ("mcp", "protocol")), ("start", ("sidecar mcp", "import mcp"))):
+        for key in keys:
+            samples = data[figure][key]
+            assert len(samples) == data["rounds"][figure] and all(s > 0 for s in samples)
