@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apphost import started_host
 
 from sidecar.app import agents
 from sidecar.app import protocol as P
@@ -50,12 +51,7 @@ triggers = ["command_success:Deploy"]
 
 @pytest.fixture
 async def host(tmp_path: Path) -> Any:
-    (tmp_path / "sidecar.toml").write_text(CONFIG)
-    host = Host(tmp_path)
-    assert host.reload().ok
-    started = host.start()
-    assert started is not None
-    await started
+    host = await started_host(tmp_path, CONFIG)
     yield host
     await host.close()
 
@@ -69,6 +65,12 @@ async def error(service: Service, method: str, params: Any = None) -> P.SidecarR
     with pytest.raises(P.SidecarRpcError) as info:
         await call(service, method, params)
     return info.value
+
+
+async def state(service: Service, run_id: str) -> str:
+    """A run's state now (``sidecar/wait`` without waiting)."""
+    waited = await call(service, P.M_WAIT, {"runId": run_id, "timeoutMs": 0})
+    return str(waited["run"]["state"])
 
 
 async def test_commands_show_description_agent_and_variables_to_everyone(host: Host) -> None:
@@ -115,11 +117,12 @@ async def test_an_agents_trigger_skips_hidden_commands_but_chains_still_run(
     res = await call(agent, P.M_TRIGGER, {"event": "check"})
     assert [r["command"] for r in res["started"]] == ["Lint"]
     assert [(s["command"], s["reason"]) for s in res["skipped"]] == [("Deploy", agents.HIDDEN)]
-    lint = host.orchestrator.get_handle_by_run_id(res["started"][0]["runId"])  # type: ignore[union-attr]
+    assert host.orchestrator is not None
+    lint = host.orchestrator.get_handle_by_run_id(res["started"][0]["runId"])
     assert lint is not None
     await lint.wait(10)
     # The config declares Deploy after Lint's success: that chain runs, started by the agent.
-    chain = await host.orchestrator.wait_chain([lint.run_id], 10)  # type: ignore[union-attr]
+    chain = await host.orchestrator.wait_chain([lint.run_id], 10)
     assert [(r.command_name, r.state.value, r.started_by) for r in chain] == [
         ("Lint", "success", "mcp"), ("Deploy", "success", "mcp"), ("After", "success", "mcp")]
     editor = Service(host, "Neovim")
@@ -129,8 +132,7 @@ async def test_an_agents_trigger_skips_hidden_commands_but_chains_still_run(
     serve = (await call(editor, P.M_RUN, {"command": "Serve"}))["run"]
     res = await call(agent, P.M_TRIGGER, {"event": "stop"})
     assert res["cancelled"] == []
-    assert (await call(editor, P.M_WAIT, {"runId": serve["runId"], "timeoutMs": 0}))["run"]["state"] in (
-        "pending", "running")
+    assert await state(editor, serve["runId"]) in ("pending", "running")
     assert (await call(editor, P.M_TRIGGER, {"event": "stop"}))["cancelled"] == ["Serve"]
 
 
@@ -184,6 +186,5 @@ async def test_agents_cannot_change_the_workspace(host: Host) -> None:
     editor = Service(host, "Neovim")
     serve = (await call(editor, P.M_RUN, {"command": "Serve"}))["run"]
     assert (await call(agent, P.M_CANCEL, {"all": True}))["cancelled"] == 0
-    assert (await call(editor, P.M_WAIT, {"runId": serve["runId"], "timeoutMs": 0}))["run"]["state"] in (
-        "pending", "running")
+    assert await state(editor, serve["runId"]) in ("pending", "running")
     assert (await call(editor, P.M_CANCEL, {"all": True}))["cancelled"] == 1

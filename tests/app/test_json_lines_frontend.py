@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apphost import started_host
 
 from sidecar.app import protocol as P
 from sidecar.app.service import Service
@@ -102,12 +103,7 @@ command = "sleep 30"
 
 @pytest.fixture
 async def frontend(tmp_path: Path) -> Any:
-    (tmp_path / "sidecar.toml").write_text(CONFIG)
-    host = Host(tmp_path)
-    assert host.reload().ok
-    started = host.start()
-    assert started is not None
-    await started
+    host = await started_host(tmp_path, CONFIG)
     fe = JsonLinesFrontend(host)
     yield fe
     await host.close()

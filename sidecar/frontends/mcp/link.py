@@ -56,6 +56,8 @@ class HostLink:
         """Begin connecting now (the first request waits for it)."""
         if self._connecting is None or (self._connecting.done() and self._writer is None):
             self._connecting = asyncio.ensure_future(self._connect())
+            # A failure reaches the request that waits for it; none may ever come.
+            self._connecting.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _connect(self) -> None:
         try:
@@ -177,14 +179,14 @@ class HostLink:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _chunk(self, params: dict[str, Any]) -> None:
-        run_id = params.get("runId")
-        on_line = self._lines.get(run_id)  # type: ignore[arg-type]
+        run_id = str(params.get("runId"))
+        on_line = self._lines.get(run_id)
         if on_line is None:
             return
-        text = self._partial.pop(run_id, "") + str(params.get("text") or "")  # type: ignore[arg-type]
+        text = self._partial.pop(run_id, "") + str(params.get("text") or "")
         *lines, rest = text.split("\n")
         if rest:
-            self._partial[run_id] = rest[-4096:]  # type: ignore[index]
+            self._partial[run_id] = rest[-4096:]
         for line in reversed(lines):
             if line.strip():
                 on_line(line)

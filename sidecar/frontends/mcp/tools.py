@@ -281,9 +281,8 @@ class Tools:
         status = await self._call(M.M_STATUS)
         last = {c["name"]: c["lastRun"] for c in status["commands"]}
         entries = [CommandEntry(
-            name=c["name"], description=c.get("description", ""),
-            variables=[Variable(name=v["name"], default=v["default"])
-                       for v in c.get("variables", [])],
+            name=c["name"], description=c["description"],
+            variables=[Variable(name=v["name"], default=v["default"]) for v in c["variables"]],
             triggers=c["triggers"], state=c["state"], active_run_ids=c["activeRunIds"],
             last_run=_run(last[c["name"]]) if last.get(c["name"]) else None)
             for c in commands["commands"]]
@@ -308,7 +307,8 @@ class Tools:
                                           "returns that key's run (running or finished) "
                                           "instead of starting another; use a new key for "
                                           "a new run.")] = None,
-                          wait_secs: WaitSecs = 30, tail_lines: TailLines = 20) -> Annotated[CallToolResult, RunOutcome]:
+                          wait_secs: WaitSecs = 30, tail_lines: TailLines = 20
+                          ) -> Annotated[CallToolResult, RunOutcome]:
         """Run a declared command (see list_commands) and wait for it, up to wait_secs
         (default 30, at most 600). Returns its state, exit code, duration, trigger chain and
         the last lines of its output. A run still going at the deadline is returned with
@@ -391,7 +391,8 @@ class Tools:
 
     async def cancel(self, run_id: RunId | None = None, command: CommandName | None = None,
                      reason: Annotated[str | None, Field(max_length=500, description=(
-                         "Why (recorded with the run)."))] = None) -> Annotated[CallToolResult, Cancelled]:
+                         "Why (recorded with the run)."))] = None
+                     ) -> Annotated[CallToolResult, Cancelled]:
         """Cancel a run (run_id) or every active run of a command (command): its process
         group gets SIGTERM, then SIGKILL after a grace period. Give exactly one of run_id
         and command. Returns how many runs were cancelled (0: none was active)."""
@@ -417,7 +418,8 @@ class Tools:
         text = "\n".join(f"- {r.end_time or r.start_time}: {_run_line(r)}" for r in out.runs)
         return _result(out, text or f"{command} has no finished run")
 
-    async def preview(self, command: CommandName, vars: Vars | None = None) -> Annotated[CallToolResult, Preview]:
+    async def preview(self, command: CommandName, vars: Vars | None = None
+                      ) -> Annotated[CallToolResult, Preview]:
         """The exact command line a command would run with these variables, its working
         directory and environment, without running it."""
         res = await self._call(M.M_PREVIEW, {"command": command, "vars": vars or {}})

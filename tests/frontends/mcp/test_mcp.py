@@ -275,8 +275,8 @@ async def test_an_editor_sees_agent_runs_and_run_keys_are_idempotent(root: Path)
             later = await call(s, "run_command", {"command": "Gate", "run_key": "g"})
             assert (later["existing"], later["run"]["run_id"]) == (True, retry["run"]["run_id"])
             assert later["run"]["state"] == "success"
-            assert "existing run" in (await s.call_tool(
-                "run_command", {"command": "Gate", "run_key": "g"})).content[0].text  # type: ignore[union-attr]
+            retried = await s.call_tool("run_command", {"command": "Gate", "run_key": "g"})
+            assert "existing run" in retried.content[0].text  # type: ignore[union-attr]
             assert len([u for u in editor.updates(command="Gate")
                         if u["state"] == "pending"]) == 1
             done = await call(s, "run_command", {"command": "Hello",
